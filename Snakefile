@@ -25,6 +25,9 @@ include: "rules/distill.smk"
 include: "rules/evaluate.smk"
 include: "rules/tokens.smk"
 include: "rules/rocks.smk"
+include: "rules/freeze.smk"
+include: "rules/geometry.smk"
+include: "rules/knockout.smk"
 
 
 rule all:
@@ -32,4 +35,11 @@ rule all:
         rules.accuracy_table.output,
         rules.figure2.output,
         rules.rock_analysis.output,
+        GEOMETRY_TARGETS,
+        rules.figure5.output, rules.freeze_table.output,
+        rules.knockout_tables.output, rules.figure4.output, rules.figure6.output,
     default_target: True
+
+
+# Keep last: places every rule above on the cluster (partition/account) and checks jobs before they start.
+include: "rules/cluster.smk"

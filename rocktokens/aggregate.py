@@ -276,16 +276,30 @@ class Aggregator:
             raise ValueError(f"coverage is undefined: the corpus {loss!r} of scorer {scorer!r} sums to 0")
         return cov
 
-    def seq_density(self, scorer: str, rock_ids: Iterable[int], *, benchmark: str | None = None) -> pd.DataFrame:
+    def seq_density(self, scorer: str, rock_ids: Iterable[int], *, benchmark: str | None = None,
+                    consistent: pd.DataFrame | None = None) -> pd.DataFrame:
         """Per sequence: benchmark, problem_id, sample, n_tokens, n_rock (tokens whose token_id is in
-        ``rock_ids``), density = n_rock / n_tokens (Fig. 2a/2b)."""
+        ``rock_ids``), density = n_rock / n_tokens, and n_rock_ctx / density_ctx counting only the rock
+        occurrences listed in ``consistent`` (rows benchmark, problem_id, sample, position: the context-consistent
+        occurrences o ∈ R(v), Eq. 11; ``None``: none) (Fig. 2a/2b)."""
         self._check(scorer, None, benchmark)
         ids = sorted({int(i) for i in rock_ids})
         if not ids:
             raise ValueError("rock_ids is empty: give at least one token id")
         self.con.execute("DELETE FROM rock_set")
         self.con.execute("INSERT INTO rock_set SELECT unnest($ids::INTEGER[])", {"ids": ids})
-        return self._run("seq_density", {"scorer": scorer, "benchmark": benchmark})
+        keys = ["benchmark", "problem_id", "sample", "position"]
+        if consistent is None:
+            consistent = pd.DataFrame({"benchmark": pd.Series([], dtype=str), "problem_id": pd.Series([], dtype=str),
+                                       "sample": pd.Series([], dtype="int32"), "position": pd.Series([], dtype="int32")})
+        missing = [k for k in keys if k not in consistent.columns]
+        if missing:
+            raise ValueError(f"consistent occurrences lack column(s) {missing}")
+        self.con.register("consistent_occ", consistent[keys].drop_duplicates())
+        try:
+            return self._run("seq_density", {"scorer": scorer, "benchmark": benchmark})
+        finally:
+            self.con.unregister("consistent_occ")
 
     # ------------------------------------------------------------------ output
     def write_parquet(self, df_or_query, path, params: dict | list | None = None) -> None:

@@ -11,18 +11,21 @@ For every response token x_t of every sequence, under student πθ and teacher �
 
 The formulas live once, in :mod:`rocktokens.losses`; this module only feeds them.
 
-Memory: ``[T, V]`` logits are never formed. For each micro-batch the final hidden states of both models
-are computed (``[N, H]`` kept at the scored positions only); then ``chunk`` positions at a time are projected
-through each model's output layer into a reused ``chunk × V`` workspace, turned into log-probabilities and
-reduced to the columns above. Peak memory is the hidden states plus ~6 ``chunk × V`` float32 arrays (eager:
-logits, two log-prob arrays, the temporaries of one :mod:`rocktokens.losses` reduction; ``compiled=True``:
-two logits arrays), flat in the sequence length T.
+Memory and speed: ``[T, V]`` logits are never formed. For each micro-batch the final hidden states of both
+models are computed (``[N, H]`` kept at the scored positions only); then ``chunk`` positions at a time are scored by
+walking the vocabulary in blocks of ``vocab_block`` columns: each block of both models' logits is projected once into
+a reused, cache-sized buffer and the full-vocabulary sums (log-sum-exp, E_p[z_s], E_p[z_t] per model) are accumulated
+online (:func:`_streamed_columns`). Peak memory is the hidden states plus three ``chunk × vocab_block`` float32
+buffers — flat in the sequence length T *and* in V — and every full-vocabulary pass reads cache instead of DRAM, so
+scoring costs about the two output-layer GEMMs plus a few cached passes (``benchmarks/bench_scoring.py``).
+``compiled=True`` instead projects ``chunk × V`` logits and reduces them with one ``torch.compile`` kernel.
 
 Alignment (see :mod:`rocktokens.training.batches`): the logit at position t−1 scores the token x_t; the
 response of a sequence with prompt length P occupies ids[P:], and its token ``position`` p is ids[P + p].
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Mapping, Sequence
 
@@ -152,29 +155,128 @@ class _Workspace:
     def __init__(self, rows: int, vocab: int):
         self.rows, self.vocab, self._bufs = rows, vocab, {}
 
-    def get(self, name: str, device: torch.device, n: int) -> torch.Tensor:
+    def get(self, name: str, device: torch.device, n: int, cols: int | None = None) -> torch.Tensor:
+        """A contiguous ``[n, cols]`` float32 view (``cols`` ≤ ``vocab``, default ``vocab``) of buffer ``name``."""
         key = (name, str(device))
         if key not in self._bufs:
-            self._bufs[key] = torch.empty(self.rows, self.vocab, dtype=torch.float32, device=device)
-        return self._bufs[key][:n]
+            self._bufs[key] = torch.empty(self.rows * self.vocab, dtype=torch.float32, device=device)
+        cols = self.vocab if cols is None else cols
+        return self._bufs[key][: n * cols].view(n, cols)
+
+
+_LOG2E = 1.0 / math.log(2.0)
+_LN2 = math.log(2.0)
+_MAX_EXPONENT = 64.0  # a block whose base-2 exponent exceeds this re-shifts its rows (float32 overflows at 128)
+
+
+class _Stream:
+    """Online full-vocabulary sums of one model over vocabulary blocks, in base 2 (``exp2`` is ~3× cheaper than
+    ``exp`` on CPU): each block arrives as y = log2(e)·z − m (m = the row's running shift, the largest base-2 logit
+    seen when it was last raised), and the stream keeps S = Σ 2^y, A_own = Σ 2^y·log2(e)·z and
+    A_other = Σ 2^y·log2(e)·z' (z' = the other model's logits), rescaled whenever m rises."""
+
+    def __init__(self, n: int, device):
+        self.m = None
+        self.S = torch.zeros(n, device=device)
+        self.A_own = torch.zeros(n, device=device)
+        self.A_other = torch.zeros(n, device=device)
+
+    def shift(self, y: torch.Tensor) -> None:
+        """Bring block ``y`` (already shifted by the current m) to a safe exponent; raise m where needed."""
+        top = y.amax(-1)
+        if self.m is None:  # first block: its row max becomes the shift
+            self.m = top.clone()
+            y.sub_(top[:, None])
+            return
+        if float(top.max()) <= _MAX_EXPONENT:  # common case: no row needs a new shift
+            return
+        up = torch.where(top > 0, top, torch.zeros_like(top))  # NaN rows stay NaN (reported by the caller)
+        y.sub_(up[:, None])
+        scale = torch.exp2(-up)
+        for x in (self.S, self.A_own, self.A_other):
+            x.mul_(scale)
+        self.m = self.m + up
+
+    def add(self, y: torch.Tensor, y_other: torch.Tensor, m_other: torch.Tensor, buf: torch.Tensor) -> None:
+        e = torch.exp2(y, out=buf)
+        s = e.sum(-1)
+        self.S.add_(s)
+        self.A_own.add_(torch.linalg.vecdot(e, y) + self.m * s)
+        self.A_other.add_(torch.linalg.vecdot(e, y_other) + m_other * s)
+
+    def moments(self):
+        """(log Σ e^z, E_p[z], E_p[z']) with p = softmax(z), in natural units."""
+        return self.m * _LN2 + self.S.log(), self.A_own / self.S * _LN2, self.A_other / self.S * _LN2
+
+
+def _project_base2(h: torch.Tensor, head, m, out: torch.Tensor) -> torch.Tensor:
+    """y = log2(e)·(h Wᵀ + b) − m into ``out`` in one GEMM (``m`` per row, or ``None`` for no shift)."""
+    w, b = head
+    if m is None and b is None:
+        return torch.mm(h, w.t(), out=out).mul_(_LOG2E)
+    shift = torch.zeros(h.shape[0], 1, device=h.device) if m is None else -m[:, None]
+    if b is not None:
+        shift = shift + _LOG2E * b[None, :]
+    return torch.addmm(shift, h, w.t(), alpha=_LOG2E, out=out)
+
+
+def _streamed_columns(h_s, head_s, h_t, head_t, labels, ws: _Workspace):
+    """The float columns of one chunk of positions without any ``[n, V]`` array: the vocabulary is walked in
+    blocks of ``ws.vocab`` columns (cache-resident), each model's block of logits projected once (already scaled
+    to base 2 and shifted, inside the GEMM), and the full-vocabulary reductions accumulated online
+    (:class:`_Stream`). With lse = log Σ_v e^{z_v} and E_p the expectation under
+    p = softmax(z) (subscript s: student, t: teacher) the identities
+
+        H(p_s) = lse_s − E_{p_s}[z_s]                                   (entropy)
+        D_KL(p_s‖p_t) = (E_{p_s}[z_s] − lse_s) − (E_{p_s}[z_t] − lse_t)   (reverse KL, Eq. 1/15 summand)
+        D_KL(p_t‖p_s) = (E_{p_t}[z_t] − lse_t) − (E_{p_t}[z_s] − lse_s)   (forward KL)
+
+    give exactly the values of :func:`rocktokens.losses.entropy`/``reverse_kl``/``forward_kl`` (tested against
+    them); log π(x_t) = z[x_t] − lse and ℓ_t comes from :func:`rocktokens.losses.log_ratio` (Eq. 2)."""
+    n, dev, V = h_s.shape[0], h_s.device, head_s[0].shape[0]
+    ss, st = _Stream(n, dev), _Stream(n, dev)
+    hs, ht = h_s.float(), h_t.float()
+    for a in range(0, V, ws.vocab):
+        b = min(a + ws.vocab, V)
+        y_s = _project_base2(hs, _rows(head_s, a, b), ss.m, ws.get("y_s", dev, n, b - a))
+        y_t = _project_base2(ht, _rows(head_t, a, b), st.m, ws.get("y_t", dev, n, b - a))
+        ss.shift(y_s)
+        st.shift(y_t)
+        e = ws.get("e", dev, n, b - a)
+        ss.add(y_s, y_t, st.m, e)
+        st.add(y_t, y_s, ss.m, e)
+    lse_s, e_s_zs, e_s_zt = ss.moments()
+    lse_t, e_t_zt, e_t_zs = st.moments()
+    tok_s = _label_logits(hs, head_s, labels) - lse_s
+    tok_t = _label_logits(ht, head_t, labels) - lse_t
+    return (tok_s, tok_t, log_ratio(tok_s, tok_t), (e_s_zs - lse_s) - (e_s_zt - lse_t),
+            (e_t_zt - lse_t) - (e_t_zs - lse_s), lse_s - e_s_zs, lse_t - e_t_zt)
+
+
+def _rows(head, a: int, b: int):
+    w, bias = head
+    return w[a:b], (None if bias is None else bias[a:b])
+
+
+def _label_logits(h: torch.Tensor, head, labels: torch.Tensor) -> torch.Tensor:
+    """z[x_t] = h·W[x_t] (+ b[x_t]) for each position's own label only."""
+    w, bias = head
+    z = (h * w[labels]).sum(-1)
+    return z if bias is None else z + bias[labels]
 
 
 def _columns(h_s, head_s, h_t, head_t, labels, ws: _Workspace, compiled: bool = False):
     """All float columns for one chunk of positions; ``h_*`` ``[n, H]``, ``labels`` ``[n]``.
 
-    Eager: three ``n × V`` arrays (shared logits, two log-prob arrays) plus the temporaries of one
-    :mod:`rocktokens.losses` reduction are alive at a time. Compiled: two logits arrays; the fused kernel
-    allocates nothing of size V."""
+    Eager: streamed over vocabulary blocks (:func:`_streamed_columns`; three ``n × vocab_block`` buffers).
+    Compiled: two ``n × V`` logits arrays and one fused kernel (:func:`_compiled_columns`)."""
     n, dev = h_s.shape[0], h_s.device
     if compiled:
         z_s = _project(h_s, head_s, ws.get("z_s", dev, n))
         z_t = _project(h_t, head_t, ws.get("z_t", dev, n))
         vals = _compiled_columns()(z_s, z_t, labels)
     else:
-        z = ws.get("z", dev, n)
-        lp_s = torch.log_softmax(_project(h_s, head_s, z), -1, out=ws.get("lp_s", dev, n))
-        lp_t = torch.log_softmax(_project(h_t, head_t, z), -1, out=ws.get("lp_t", dev, n))
-        vals = _reduce(lp_s, lp_t, labels)
+        vals = _streamed_columns(h_s, head_s, h_t, head_t, labels, ws)
     return {k: v.float().cpu().numpy() for k, v in zip(FLOAT_COLUMNS, vals)}
 
 
@@ -188,6 +290,7 @@ def score_many(
     max_len: int | None = None,
     progress: bool = True,
     compiled: bool = False,
+    vocab_block: int = 4096,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Score the same ``seqs`` under several student checkpoints against one teacher.
 
@@ -196,6 +299,8 @@ def score_many(
     with the columns of :func:`score_sequences`, rows in the same order for every student.
     """
     _check_inputs(students, teacher, seqs, chunk, batch_size, max_len)
+    if vocab_block < 1:
+        raise ValueError(f"vocab_block must be >= 1, got {vocab_block}")
     from tqdm.auto import tqdm
 
     n_resp = np.array([s.n_response for s in seqs], dtype=np.int64)
@@ -218,7 +323,8 @@ def score_many(
     dev_t = _device(teacher)
     models = [teacher, *students.values()]
     most = max(int(n_resp[b].sum()) for b in batches)  # scored positions of the largest micro-batch
-    ws = _Workspace(min(chunk, most), output_weight(teacher).shape[0])
+    V = output_weight(teacher).shape[0]
+    ws = _Workspace(min(chunk, most), V if compiled else min(vocab_block, V))
     with torch.inference_mode(), _eval_mode(models):
         heads = {name: _head(m) for name, m in students.items()}
         head_t = _head(teacher)
@@ -260,6 +366,7 @@ def score_sequences(
     max_len: int | None = None,
     progress: bool = True,
     compiled: bool = False,
+    vocab_block: int = 4096,
 ) -> dict[str, np.ndarray]:
     """Teacher-forced per-token scores of every response token of ``seqs`` (in input order).
 
@@ -268,8 +375,8 @@ def score_sequences(
     (int32), and float32 ``logp_student``, ``logp_teacher``, ``log_ratio`` (Eq. 2), ``rkl`` (reverse KL,
     Eq. 1/15 summand), ``fkl`` (forward KL), ``entropy_student``, ``entropy_teacher``.
 
-    ``chunk``: positions projected through the output layers at once (peak memory ≈ hidden states +
-    a few ``chunk × V`` floats); ``batch_size``: sequences per forward pass; ``max_len``: the model context —
+    ``chunk``: positions scored at once; ``vocab_block``: vocabulary columns per streamed block (peak memory ≈
+    hidden states + 3 ``chunk × vocab_block`` floats; ``compiled=True``: 2 ``chunk × V``); ``batch_size``: sequences per forward pass; ``max_len``: the model context —
     a longer sequence is an error (``None``: no check). Raises :class:`VocabMismatchError` if the output
     layers differ in size and :class:`FloatingPointError` (naming the sequence) on NaN/inf logits.
     ``compiled``: fuse the per-chunk reductions with ``torch.compile`` (same formulas; faster on CPU and GPU
@@ -278,7 +385,7 @@ def score_sequences(
     """
     return score_many(
         {"student": student}, teacher, seqs, chunk=chunk, batch_size=batch_size, max_len=max_len,
-        progress=progress, compiled=compiled,
+        progress=progress, compiled=compiled, vocab_block=vocab_block,
     )["student"]
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from rocktokens.aggregate import Aggregator
-from rocktokens.context import detect_rocks
+from rocktokens.context import detect_rocks, sequences_from_occurrences
 from rocktokens.rocks import (
     choose_K,
     frequency_matched_controls,
@@ -23,6 +23,7 @@ from rocktokens.rocks import (
     stability,
     stability_summary,
 )
+from rocktokens.windows import high_divergence_contexts
 
 log = logging.getLogger("rocktokens.rocks")
 
@@ -61,9 +62,11 @@ def analyse(token_dir, cfg: dict, pre: str, post: str, seed: int, exclude_ids=()
         coverage = agg.coverage(post, loss)
         totals = agg.corpus_totals(post, loss)
         occ = paired_losses(token_dir, pre, post, loss)
-        det = detect_rocks(occ["seq_id"].to_numpy(), occ["position"].to_numpy(), occ["token_id"].to_numpy(),
-                           occ["loss_pre"].to_numpy(), occ["loss_post"].to_numpy(), stats,
+        sid, pos, tok = occ["seq_id"].to_numpy(), occ["position"].to_numpy(), occ["token_id"].to_numpy()
+        by_seq = sequences_from_occurrences(sid, pos, tok)
+        det = detect_rocks(sid, pos, tok, occ["loss_pre"].to_numpy(), occ["loss_post"].to_numpy(), stats, by_seq,
                            n_candidates=max(cfg["Ks"]), **ctx)
+        windows = high_divergence_contexts(by_seq, sid, pos, tok, det.occurrences["consistent"].to_numpy(), ctx["w"])
         stats = stats.merge(det.tokens[["token_id", "n_PH", "n_consistent", "CCR", "R_ctx", "in_rock_vocab"]],
                             on="token_id", how="left")
         stats["cluster"] = [functional_cluster(t) for t in stats["token"]]
@@ -78,14 +81,16 @@ def analyse(token_dir, cfg: dict, pre: str, post: str, seed: int, exclude_ids=()
             sets[k] = rock_set(stats, k)
             controls[k] = frequency_matched_controls(stats, sets[k], seed=seed, tol=cfg["control_tol"],
                                                      exclude=exclude_ids, strict=cfg["control_strict"])
-        density = agg.seq_density(post, sets[K]["token_id"].tolist())
-    occ_out = occ[_OCC_COLS].assign(in_PH=det.occurrences["in_PH"].to_numpy(), rho=det.occurrences["rho"].to_numpy(),
-                                    consistent=det.occurrences["consistent"].to_numpy())
+        occ_out = occ[_OCC_COLS].assign(in_PH=det.occurrences["in_PH"].to_numpy(),
+                                        rho=det.occurrences["rho"].to_numpy(),
+                                        consistent=det.occurrences["consistent"].to_numpy())
+        density = agg.seq_density(post, sets[K]["token_id"].tolist(), consistent=occ_out[occ_out["consistent"]])
     chosen = {"K": int(K), "evidence": evidence,
               "controls_total_ratio": {int(k): float(c["total_ratio"].iloc[0]) for k, c in controls.items()}, "corpus": totals, "context_params": det.params,
               "loss": loss, "pre_scorer": pre, "post_scorer": post,
-              "median_density": float(np.median(density["density"])) if len(density) else float("nan")}
-    log.info("chosen K=%d; coverage %.3f; median rock density %.3f", K, evidence.get("coverage", float("nan")),
-             chosen["median_density"])
+              "median_density": float(np.median(density["density"])) if len(density) else float("nan"),
+              "median_density_ctx": float(np.median(density["density_ctx"])) if len(density) else float("nan")}
+    log.info("chosen K=%d; coverage %.3f; median rock density %.3f (context-consistent occurrences %.3f)", K,
+             evidence.get("coverage", float("nan")), chosen["median_density"], chosen["median_density_ctx"])
     return {"stats": stats, "coverage": coverage, "occurrences": occ_out, "stability": stab, "summary": summary,
-            "chosen": chosen, "sets": sets, "controls": controls, "density": density}
+            "chosen": chosen, "sets": sets, "controls": controls, "density": density, "windows": windows}

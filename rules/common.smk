@@ -58,8 +58,11 @@ def launcher():
 
 
 def res(rule_name):
-    """Per-rule resources from the config's resources section (GPU jobs list gpus; a profile maps them)."""
-    return config["resources"].get(rule_name, config["resources"]["default"])
+    """Per-rule resources from the config's resources section (``default`` if the rule is not listed), in the
+    names the SLURM executor reads; memory and runtime grow on retries (rocktokens.cluster.rule_resources)."""
+    from rocktokens.cluster import rule_resources
+
+    return rule_resources(config, rule_name)
 
 
 def data_source(w):

@@ -12,6 +12,7 @@ rule rock_analysis:
         stability=f"{R}/rocks/stability.parquet",
         summary=f"{R}/rocks/stability_summary.parquet",
         density=f"{R}/rocks/density.parquet",
+        windows=f"{R}/rocks/windows.parquet",
         chosen=f"{R}/rocks/chosen_K.json",
         **{f"K{k}": f"{R}/rocks/K{k}.parquet" for k in config["rocks"]["Ks"]},
         **{f"controls{k}": f"{R}/rocks/K{k}_controls.parquet" for k in config["rocks"]["Ks"]},

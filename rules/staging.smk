@@ -1,8 +1,11 @@
 # Paper scale (config `source: hub`): the base models and the datasets, staged once from the Hugging Face
 # hub into resources/ (shared by every run; a changed hub_id/revision/adapter re-stages via the params
-# rerun trigger). Both rules need network access, so they are local rules: run them on a login node,
-# e.g. `snakemake --configfile configs/paper.yaml --until stage_model stage_dataset`, then submit the rest.
-# Without network they fail at once with one message saying so; outputs are written atomically.
+# rerun trigger): one job per model role (resources/models/<role>/, a snapshot) and one per dataset
+# (resources/datasets/<name>.parquet). They are the only rules that need network access, so they are local
+# rules: even with the SLURM executor they run where Snakemake runs (the login node), e.g.
+# `snakemake --workflow-profile profiles/slurm-h100 --configfile configs/paper.yaml --until stage_model stage_dataset`,
+# and no compute job ever downloads. Without network they fail at once with one message saying so; outputs are
+# written atomically.
 
 if not WORLD:
 

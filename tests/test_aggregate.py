@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pandas as pd
 import pytest
 
 from rocktokens.aggregate import LOSSES, Aggregator, load_sql, render_sql
@@ -230,6 +231,22 @@ def test_seq_density(agg, table):
         n, n_rock = ref[(row.benchmark, row.problem_id, row.sample)]
         assert (row.n_tokens, row.n_rock) == (n, n_rock)
         assert row.density == pytest.approx(n_rock / n, rel=1e-15)
+        assert row.n_rock_ctx == 0 and row.density_ctx == 0  # no consistent occurrences given
+    # only the listed (context-consistent) occurrences of rock tokens count in n_rock_ctx
+    rows = table[1]["final"]
+    chosen = [r for i, r in enumerate(rows) if i % 3 == 0]
+    cons = pd.DataFrame([{k: r[k] for k in ("benchmark", "problem_id", "sample", "position")} for r in chosen])
+    got = agg.seq_density("final", sorted(rock), consistent=cons)
+    ref_ctx = defaultdict(int)
+    for r in chosen:
+        ref_ctx[(r["benchmark"], r["problem_id"], r["sample"])] += r["token_id"] in rock
+    assert sum(ref_ctx.values()) > 0
+    for row in got.itertuples(index=False):
+        k = (row.benchmark, row.problem_id, row.sample)
+        assert row.n_rock_ctx == ref_ctx[k]
+        assert row.density_ctx == pytest.approx(ref_ctx[k] / ref[k][0], rel=1e-15)
+    with pytest.raises(ValueError, match="lack column"):
+        agg.seq_density("final", [0], consistent=cons.drop(columns="position"))
     only = agg.seq_density("final", [0], benchmark="math")
     assert set(only.benchmark) == {"math"}
     with pytest.raises(ValueError, match="rock_ids is empty"):

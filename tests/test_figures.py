@@ -17,6 +17,7 @@ def _frames():
                        "freq": freq, "mean_loss": loss, "R": freq * loss})
     rocks = rock_set(ts, 20)
     dens = pd.DataFrame({"seq_id": np.arange(300), "density": rng.beta(4, 16, 300)})
+    dens["density_ctx"] = dens["density"] * rng.uniform(0.2, 0.6, 300)
     cov = coverage_curve(ts)
     rows = [{"K": K, "n": n, "jaccard_mean": min(1, 0.5 + n / 1000 + 5 / K), "jaccard_lo": 0.4, "jaccard_hi": 0.95,
              "B": 20} for K in (10, 20, 50) for n in (50, 100, 200)]

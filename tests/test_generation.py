@@ -16,7 +16,7 @@ from rocktokens.generation import (
     make_backend,
 )
 from rocktokens.generation.hf import HFBackend, select_tokens
-from rocktokens.generation.vllm_backend import VLLM_MISSING_MESSAGE, sampling_kwargs
+from rocktokens.generation.vllm_backend import BANNED_KEY, LOGITS_PROCESSOR, VLLM_MISSING_MESSAGE, sampling_kwargs
 
 VOCAB = 96
 STOP = 3
@@ -383,10 +383,11 @@ def test_vllm_sampling_kwargs():
     assert kw["seed"] == 17 and kw["temperature"] == 0.8 and kw["top_p"] == 0.95
     assert kw["max_tokens"] == 33 and kw["logprobs"] == 0
     assert kw["stop_token_ids"] == [3, 9] and kw["ignore_eos"] is True
-    assert "allowed_token_ids" not in kw  # no ban, no mask
+    assert "extra_args" not in kw and "allowed_token_ids" not in kw  # no ban, no mask
 
-    kw = sampling_kwargs(GenerationRequest((1,), seed=0, banned_ids=(2, 7, 2)), params, stop_ids=[3], vocab_size=10)
-    assert kw["allowed_token_ids"] == [0, 1, 3, 4, 5, 6, 8, 9]  # exact complement -> true -inf mask
+    kw = sampling_kwargs(GenerationRequest((1,), seed=0, banned_ids=(7, 2, 7)), params, stop_ids=[3], vocab_size=10)
+    assert kw["extra_args"] == {BANNED_KEY: [2, 7]}  # read by the -inf logits processor, per request
+    assert "allowed_token_ids" not in kw
 
     kw = sampling_kwargs(GenerationRequest((1,), seed=0), SamplingParams(temperature=0.0, top_p=0.5), stop_ids=[], vocab_size=10)
     assert kw["temperature"] == 0.0 and kw["top_p"] == 1.0
@@ -461,8 +462,9 @@ def test_vllm_backend_plumbing_with_stand_in_module(monkeypatch, tmp_path):
     assert res[0] == GenerationResult([3, 4, 5, 6], [-0.5, -1.0, -1.5, -2.0], "length")
     assert res[1] == GenerationResult([5, 6, 7], [-0.5, -1.0, -1.5], "stop")
     (p0, sp0), (p1, sp1) = fake.calls
-    assert p0 == {"prompt_token_ids": [1, 2]} and sp0.kw["seed"] == 3 and "allowed_token_ids" not in sp0.kw
-    assert sp1.kw["allowed_token_ids"] == list(range(1, 9))
+    assert p0 == {"prompt_token_ids": [1, 2]} and sp0.kw["seed"] == 3 and "extra_args" not in sp0.kw
+    assert sp1.kw["extra_args"] == {BANNED_KEY: [0, 9]}
+    assert kw["logits_processors"] == [LOGITS_PROCESSOR]
     with pytest.raises(ValueError, match="banned id"):
         be.generate([GenerationRequest((1,), seed=0, banned_ids=(10,))], SamplingParams())
     with pytest.raises(ValueError, match="unknown vllm backend option"):

@@ -176,13 +176,18 @@ def test_compiled_matches_eager(models):
 def test_never_forms_full_logits(models, monkeypatch):
     """The output layer is applied to at most ``chunk`` positions at a time; lm_head.forward never runs."""
     rows_seen = []
-    real_project = klmod._project
+    real_project, real_base2 = klmod._project, klmod._project_base2
 
     def spy(h, head, out):
         rows_seen.append((h.shape[0], tuple(out.shape)))
         return real_project(h, head, out)
 
+    def spy2(h, head, m, out):
+        rows_seen.append((h.shape[0], tuple(out.shape)))
+        return real_base2(h, head, m, out)
+
     monkeypatch.setattr(klmod, "_project", spy)
+    monkeypatch.setattr(klmod, "_project_base2", spy2)
     calls = []
     hooks = [m.get_output_embeddings().register_forward_hook(lambda *a: calls.append(1))
              for m in (models["s1"], models["teacher"])]
@@ -192,8 +197,55 @@ def test_never_forms_full_logits(models, monkeypatch):
         for h in hooks:
             h.remove()
     assert rows_seen and max(r for r, _ in rows_seen) <= 3
-    assert all(shape == (r, V) for r, shape in rows_seen)
+    assert all(shape[0] == r and shape[1] <= V for r, shape in rows_seen)
     assert not calls
+    rows_seen.clear()
+    score_sequences(models["s1"], models["teacher"], _seqs(5), chunk=3, vocab_block=64, progress=False)
+    assert max(shape[1] for _, shape in rows_seen) == 64  # the vocabulary is streamed in blocks
+
+
+def test_large_logit_range_across_blocks_is_stable():
+    """A later block whose logits exceed the first block's by far (forcing a re-shift) stays exact."""
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(4, 3, generator=g)
+    w = torch.randn(40, 3, generator=g)
+    w[35:] *= 80.0  # the last block's logits are ~80x larger: base-2 exponents far above 64
+    labels = torch.tensor([0, 36, 39, 10])
+    got = klmod._streamed_columns(h, (w, None), h * 0.5, (w, None), labels, klmod._Workspace(4, 8))
+    lps, lpt = torch.log_softmax((h @ w.t()).double(), -1), torch.log_softmax((0.5 * h @ w.t()).double(), -1)
+    from rocktokens.losses import entropy, reverse_kl
+
+    torch.testing.assert_close(got[3].double(), reverse_kl(lps, lpt), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got[5].double(), entropy(lps), rtol=1e-4, atol=1e-4)
+    assert all(torch.isfinite(x).all() for x in got)
+
+
+@pytest.mark.parametrize("block", [1, 64, 77, 299, 4096])
+def test_vocab_blocks_give_the_same_columns(models, block):
+    """The online (blocked) reductions agree with the direct computation for any block size, including blocks
+    that do not divide V and a first block whose max is far below a later block's."""
+    seqs = _seqs(11)
+    got = score_sequences(models["s1"], models["teacher"], seqs, chunk=5, batch_size=3, progress=False,
+                          vocab_block=block)
+    _assert_columns_close(got, _direct(models["s1"], models["teacher"], seqs))
+
+
+def test_streamed_identities_equal_the_loss_functions():
+    """The entropy/KL identities used when streaming give the values of rocktokens.losses on the same logits."""
+    from rocktokens.losses import entropy, forward_kl, log_ratio, reverse_kl
+
+    g = torch.Generator().manual_seed(3)
+    hs, ht = torch.randn(6, 8, generator=g), torch.randn(6, 5, generator=g)
+    ws_, wt = torch.randn(50, 8, generator=g) * 2, torch.randn(50, 5, generator=g) * 2
+    bias = torch.randn(50, generator=g)
+    labels = torch.randint(0, 50, (6,), generator=g)
+    ws = klmod._Workspace(6, 16)
+    got = klmod._streamed_columns(hs, (ws_, bias), ht, (wt, None), labels, ws)
+    lps, lpt = torch.log_softmax(hs @ ws_.t() + bias, -1), torch.log_softmax(ht @ wt.t(), -1)
+    a, b = lps.gather(1, labels[:, None])[:, 0], lpt.gather(1, labels[:, None])[:, 0]
+    want = (a, b, log_ratio(a, b), reverse_kl(lps, lpt), forward_kl(lps, lpt), entropy(lps), entropy(lpt))
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 
 def test_mode_and_grad_untouched(models):

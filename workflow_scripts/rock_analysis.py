@@ -5,7 +5,7 @@ from rocktokens.rock_analysis import analyse
 setup_logging(snakemake.log[0])
 out = analyse(snakemake.input.tokens, snakemake.params.cfg, snakemake.params.pre, snakemake.params.post,
               snakemake.params.seed)
-for key in ("stats", "coverage", "occurrences", "stability", "summary", "density"):
+for key in ("stats", "coverage", "occurrences", "stability", "summary", "density", "windows"):
     write_parquet(out[key], snakemake.output[key])
 write_json(out["chosen"], snakemake.output.chosen)
 for k, df in out["sets"].items():

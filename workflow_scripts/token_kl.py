@@ -19,6 +19,7 @@ for s, m in students.items():
     check_same_vocab(tok, load_tokenizer(snakemake.input[s]), teacher, m)
 ro = read_parquet(snakemake.input.rollouts, "rollouts")
 scored = score_many(students, teacher, trajectories(ro), chunk=cfg["chunk"], batch_size=cfg["batch_size"],
-                    max_len=int(teacher.config.max_position_embeddings))
+                    max_len=int(teacher.config.max_position_embeddings), vocab_block=cfg.get("vocab_block", 4096),
+                    compiled=cfg.get("compiled", False))
 id_map = load_id_map(snakemake.input.tokenizer) if Path(snakemake.input.tokenizer, "id_map.parquet").exists() else None
 write_token_table(ro, scored, tok, id_map, snakemake.output[0])

@@ -7,13 +7,17 @@
 
 Choices (checked against vLLM's ``SamplingParams`` / v1 ``Sampler`` source):
 
-* **Banned ids -> ``allowed_token_ids``** = every id of the model vocabulary
-  (``model_config.get_vocab_size()``, the width of the logits) except the
-  banned ones.  vLLM applies it as a boolean mask that sets the logits of
-  disallowed ids to ``-inf`` -- exact knockout semantics.  ``logit_bias`` is
-  not used because vLLM clamps biases to [-100, 100] on the OpenAI path (a
-  finite bias, not a knockout), and ``bad_words`` works on strings.  Requests
-  without banned ids send no mask (no cost).
+* **Banned ids -> a per-request logits processor**: each request's banned ids
+  travel in ``SamplingParams.extra_args[BANNED_KEY]`` and the engine is built
+  with :class:`~rocktokens.generation.vllm_logits.BannedIdsLogitsProcessor`
+  (``logits_processors=[LOGITS_PROCESSOR]``, loaded by name in the engine
+  process), which sets ``logits[row, banned] = -inf`` at every step for that
+  row only -- exact knockout semantics, a different mask per sequence in one
+  batch.  Not ``allowed_token_ids`` (the complement: ~151,900 ids per request
+  at Qwen3 scale, billions of ints for a knockout shard's tens of thousands of
+  requests), not ``logit_bias`` (clamped to [-100, 100] on the OpenAI path: a
+  finite bias, not a knockout), not ``bad_words`` (strings).  Requests without
+  banned ids carry no entry (no cost).
 * **Raw logprobs**: ``logprobs=0`` returns exactly the chosen token's logprob,
   and the engine is built with ``logprobs_mode="raw_logprobs"`` (also vLLM's
   default), which computes log-softmax of the model logits *before* the
@@ -47,7 +51,12 @@ from .base import (
     SamplingParams,
 )
 
-__all__ = ["VLLMBackend", "sampling_kwargs", "import_vllm", "VLLM_MISSING_MESSAGE"]
+__all__ = ["VLLMBackend", "sampling_kwargs", "import_vllm", "VLLM_MISSING_MESSAGE", "BANNED_KEY", "LOGITS_PROCESSOR"]
+
+#: ``SamplingParams.extra_args`` key holding a request's banned ids.
+BANNED_KEY = "rocktokens_banned_ids"
+#: The knockout logits processor, by fully qualified name (the engine process imports it itself).
+LOGITS_PROCESSOR = "rocktokens.generation.vllm_logits:BannedIdsLogitsProcessor"
 
 VLLM_MISSING_MESSAGE = (
     "the 'vllm' generation backend needs the vllm package, which is installed only in the GPU "
@@ -91,8 +100,11 @@ def sampling_kwargs(
         "skip_special_tokens": False,
     }
     if request.banned_ids:
-        banned = set(int(b) for b in request.banned_ids)
-        kw["allowed_token_ids"] = [t for t in range(vocab_size) if t not in banned]
+        banned = sorted(set(int(b) for b in request.banned_ids))
+        bad = [b for b in banned if not 0 <= b < vocab_size]
+        if bad:
+            raise ValueError(f"banned id(s) {bad[:5]} outside the vocabulary [0, {vocab_size})")
+        kw["extra_args"] = {BANNED_KEY: banned}
     return kw
 
 
@@ -167,6 +179,7 @@ class VLLMBackend(GenerationBackend):
             max_num_seqs=batch_size,
             logprobs_mode="raw_logprobs",
             generation_config="vllm",
+            logits_processors=[LOGITS_PROCESSOR],
         )
         if options.get("max_model_len") is not None:
             llm_kwargs["max_model_len"] = int(options["max_model_len"])

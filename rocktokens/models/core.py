@@ -103,11 +103,23 @@ def check_same_vocab(teacher_tok, student_tok, teacher_model=None, student_model
 
 
 def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Final (normed) hidden states ``[B, L, H]`` — the input of the output layer; no logits are formed."""
-    base = getattr(model, "model", None)
-    if base is None:  # wrapped (DDP/FSDP): reach the HF module
-        base = model.module.model
-    return base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    """Final (normed) hidden states ``[B, L, H]`` — the input of the output layer.
+
+    A bare HF model: its decoder body alone runs (no logits are formed). A wrapped model (DDP: ``.module``;
+    FSDP2: ``.unshard``): the *wrapper's* forward must run, or DDP never synchronises gradients across ranks and
+    FSDP never gathers parameters — so the whole model runs with ``logits_to_keep=1`` (one position's logits, the
+    cheapest full forward) and the normed hidden states are taken from a hook on the final norm.
+    """
+    if not (hasattr(model, "module") or hasattr(model, "unshard")):
+        return model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    inner = model.module if hasattr(model, "module") else model
+    captured = []
+    handle = inner.model.norm.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return captured[-1]
 
 
 def output_weight(model) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +24,8 @@ from rocktokens.training.batches import TokenSequence
 from rocktokens.training.trainer import Trainer, publish
 
 log = logging.getLogger("rocktokens.stages")
+# Trainer.update statistics only the detailed (arm) histories keep: timings are not reproducible across reruns.
+DETAIL_KEYS = ("lr_used", "update_s", "update_norm")
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -88,7 +91,7 @@ def run_offline(trainer: Trainer, seqs: Sequence[TokenSequence], sched: Schedule
     bar = tqdm(range(progress["step"], sched.total_updates), desc=desc, initial=progress["step"], total=sched.total_updates)
     for u in bar:
         stats = trainer.update(offline_batch(seqs, u, trainer.optim.global_batch, seed))
-        history.append({"update": u + 1, **stats})
+        history.append({"update": u + 1, **{k: v for k, v in stats.items() if k not in DETAIL_KEYS}})
         bar.set_postfix(loss=f"{stats['loss']:.4f}")
         done = u + 1
         if done in sched.checkpoints:
@@ -144,7 +147,13 @@ def filter_prompts(prompts: Sequence[list[int]], prompt_max_len: int) -> list[li
 
 def rollout_step(trainer: Trainer, backend, prompts: Sequence[list[int]], step: int, seed: int, cfg: OPDConfig,
                  weight_fn: Callable[[TokenSequence], list[float] | None] | None = None) -> tuple[list[TokenSequence], dict]:
-    """Sample ``rollouts_per_prompt`` continuations per prompt from the current student."""
+    """Sample ``rollouts_per_prompt`` continuations per prompt from the current student.
+
+    ``weight_fn(seq)`` gives the per-response-token weights w(x_t, t) (Eq. 19) of a rollout; it sees
+    ``seq.meta["seed"]`` (the rollout's own seed, for any random choice it makes) and ``seq.meta["step"]``, and may
+    leave counts in ``seq.meta`` (keys starting ``n_``): their sums over the step's rollouts, divided by the
+    step's response tokens, are reported as ``<name>_share`` (e.g. ``n_masked`` → ``masked_share``).
+    """
     from rocktokens.generation import GenerationRequest, SamplingParams
 
     reqs = [
@@ -158,7 +167,8 @@ def rollout_step(trainer: Trainer, backend, prompts: Sequence[list[int]], step: 
     for q, res in zip(reqs, results):
         if not res.token_ids:
             raise ValueError(f"empty rollout at OPD step {step} (prompt of {len(q.prompt_ids)} tokens)")
-        s = TokenSequence(ids=list(q.prompt_ids) + list(res.token_ids), prompt_len=len(q.prompt_ids))
+        s = TokenSequence(ids=list(q.prompt_ids) + list(res.token_ids), prompt_len=len(q.prompt_ids),
+                          meta={"seed": q.seed, "step": step})
         if weight_fn is not None:
             s.weights = weight_fn(s)
         seqs.append(s)
@@ -167,24 +177,44 @@ def rollout_step(trainer: Trainer, backend, prompts: Sequence[list[int]], step: 
         "mean_response_len": sum(lengths) / len(lengths),
         "stop_rate": sum(r.finish_reason == "stop" for r in results) / len(results),
     }
+    counts = sorted({k for s in seqs for k in s.meta if k.startswith("n_")})
+    for k in counts:
+        stats[f"{k[2:]}_share"] = sum(float(s.meta.get(k, 0)) for s in seqs) / sum(lengths)
     return seqs, stats
 
 
 def run_opd(trainer: Trainer, prompts: Sequence[list[int]], cfg: OPDConfig, seed: int,
-            checkpoint_steps: dict[int, Path], save_every: int, backend_factory: Callable,
-            weight_fn=None, desc: str = "stage2-opd") -> list[dict]:
-    """Stage 2: per step, rollouts of the current student, then reverse-KL updates to the teacher (Eq. 1)."""
+            checkpoint_steps: dict[int, Path], save_every: int | None, backend_factory: Callable,
+            weight_fn=None, desc: str = "stage2-opd", max_steps: int | None = None,
+            detailed: bool = False) -> list[dict]:
+    """Stage 2: per step, rollouts of the current student, then reverse-KL updates to the teacher (Eq. 1).
+
+    ``max_steps`` stops after that many steps (the first steps of the epoch; the lr schedule is the trainer's).
+    ``save_every=None`` never saves resumable state (throw-away runs). ``detailed`` adds per step: lr_used
+    (first update's rate), update_norm (mean over the step's updates, if tracked), update_s (sum of the updates'
+    wall seconds), rollout_s, and the zero-weight share (positions whose head and loss were skipped).
+    A trainer probe's state is saved with the progress and restored on resume.
+    """
     total = opd_total_steps(len(prompts), cfg)
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        total = min(total, int(max_steps))
     per_step = opd_updates_per_step(cfg, trainer.optim.global_batch)
     progress = trainer.resume() or {"step": 0, "history": []}
     history = progress["history"]
+    probe = getattr(trainer, "probe", None)
+    if probe is not None and progress.get("probe") is not None:
+        probe.load_state_dict(progress["probe"])
     backend = backend_factory(trainer.unwrapped())
     bar = tqdm(range(progress["step"], total), desc=desc, initial=progress["step"], total=total)
     for step in bar:
         start = step * cfg.prompts_per_step
         order = [int(permutation(len(prompts), seed, "opd-epoch", (start + k) // len(prompts))[(start + k) % len(prompts)])
                  for k in range(cfg.prompts_per_step)]
+        t0 = time.perf_counter()
         seqs, stats = rollout_step(trainer, backend, [prompts[i] for i in order], step, seed, cfg, weight_fn)
+        rollout_s = time.perf_counter() - t0
         perm = permutation(len(seqs), seed, "opd-shuffle", step)
         seqs = [seqs[int(i)] for i in perm]
         gb = trainer.optim.global_batch
@@ -198,13 +228,24 @@ def run_opd(trainer: Trainer, prompts: Sequence[list[int]], cfg: OPDConfig, seed
             "grad_norm": sum(x["grad_norm"] for x in losses) / len(losses),
             **stats,
         }
+        if detailed:
+            rec["lr_used"] = losses[0]["lr_used"]
+            if "update_norm" in losses[0]:
+                rec["update_norm"] = sum(x["update_norm"] for x in losses) / len(losses)
+            rec["zero_weight_share"] = (sum(sum(w == 0 for w in s.weights) for s in seqs if s.weights is not None)
+                                        / sum(s.n_response for s in seqs))
+            rec["update_s"] = sum(x["update_s"] for x in losses)
+            rec["rollout_s"] = rollout_s
         history.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", len=f"{rec['mean_response_len']:.0f}")
         done = step + 1
         if done in checkpoint_steps:
             trainer.export(trainer.state_dir / "checkpoints" / f"step-{done:07d}", {"stage": desc, "step": done})
-        if done % save_every == 0 or done == total or done in checkpoint_steps:
-            trainer.save_state({"step": done, "history": history})
+        if save_every is not None and (done % save_every == 0 or done == total or done in checkpoint_steps):
+            state = {"step": done, "history": history}
+            if probe is not None:
+                state["probe"] = probe.state_dict()
+            trainer.save_state(state)
     for s, out in checkpoint_steps.items():
         publish(trainer.state_dir / "checkpoints" / f"step-{s:07d}", out)
     return history

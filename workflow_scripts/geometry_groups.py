@@ -1,0 +1,13 @@
+"""Rule geometry_groups: selection/measurement split and the three §2.6 groups (thin wrapper)."""
+import json
+
+from rocktokens.geometry import build_groups
+from rocktokens.io import setup_logging, write_json, write_parquet
+
+setup_logging(snakemake.log[0])
+K = int(json.loads(open(snakemake.input.chosen).read())["K"])
+split, groups, info = build_groups(snakemake.input.tokens, K, snakemake.params.cfg, snakemake.params.rocks,
+                                   snakemake.params.post, snakemake.params.seed)
+write_parquet(split, snakemake.output.split)
+write_parquet(groups, snakemake.output.groups)
+write_json(info, snakemake.output.info)
