@@ -88,10 +88,11 @@ def test_arm_specs_validate_names_keys_and_lr_match():
 
 @pytest.mark.parametrize("extra", [None, "configs/smoke.yaml", "configs/paper.yaml"])
 def test_shipped_configs_pass_the_freeze_checks(extra):
+    from snakemake.utils import update_config  # the recursive merge `--configfile` applies
+
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     if extra:
-        for k, v in yaml.safe_load((REPO / extra).read_text()).items():
-            cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+        update_config(cfg, yaml.safe_load((REPO / extra).read_text()))
     specs = check_freeze_config(cfg)
     assert specs["baseline"].lam == 1.0 and specs["freeze"].lam == 0.0 and specs["random"].windows == "random"
     assert cfg["freeze"]["eval"]["k"] >= 2
