@@ -18,7 +18,9 @@ env: $(VENV)/.installed
 
 run: env
 	$(SNAKEMAKE) --cores $(CORES)
-	@echo "accuracy table: results/default/eval/accuracy.tsv"
+	$(SNAKEMAKE) --report results/default/report.html
+	@echo "summary (this run vs the paper): results/default/summary.md"
+	@echo "report: results/default/report.html"
 
 test: env
 	$(VENV)/bin/python -m pytest

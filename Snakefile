@@ -9,6 +9,10 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config.yaml"
 
 
+# `snakemake --report results/<run>/report.html`: this page, then every output wrapped in report() (report/*.rst).
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 
@@ -28,6 +32,7 @@ include: "rules/rocks.smk"
 include: "rules/freeze.smk"
 include: "rules/geometry.smk"
 include: "rules/knockout.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -38,6 +43,7 @@ rule all:
         GEOMETRY_TARGETS,
         rules.figure5.output, rules.freeze_table.output,
         rules.knockout_tables.output, rules.figure4.output, rules.figure6.output,
+        rules.summary.output,
     default_target: True
 
 

@@ -116,9 +116,9 @@ rule freeze_table:
         arms=expand(f"{R}/arms/{{arm}}/arm.json", arm=list(ARMS)),
         histories=expand(f"{R}/arms/{{arm}}/history.parquet", arm=list(ARMS)),
     output:
-        accuracy=report(f"{R}/freeze/accuracy.tsv", caption="../report/figure5.rst", category="Rock freeze"),
+        accuracy=report(f"{R}/freeze/accuracy.tsv", caption="../report/freeze_accuracy.rst", category="Rock freeze"),
         accuracy_parquet=f"{R}/freeze/accuracy.parquet",
-        arms=f"{R}/freeze/arms.tsv",
+        arms=report(f"{R}/freeze/arms.tsv", caption="../report/freeze_arms.rst", category="Rock freeze"),
     params:
         arms=list(ARMS),
         hard=FZ["eval"]["benchmarks"],

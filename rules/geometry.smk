@@ -193,7 +193,7 @@ rule geometry_finding:
         persistence=rules.persistence.output.summary,
         **({"probe": rules.optimizer_probe.output.summary} if PROBE_ON else {}),
     output:
-        report(f"{R}/geometry/finding.md", caption="../report/optimizer_probe.rst", category="Gradient geometry"),
+        report(f"{R}/geometry/finding.md", caption="../report/geometry_finding.rst", category="Gradient geometry"),
     params:
         alpha=GEO_CFG["alpha"],
     log:

@@ -116,9 +116,10 @@ rule knockout_tables:
         table1_parquet=f"{R}/knockout/table1.parquet",
         table2=report(f"{R}/knockout/table2.tsv", caption="../report/table2.rst", category="Knockout"),
         table2_parquet=f"{R}/knockout/table2.parquet",
-        agreement=f"{R}/knockout/table2_agreement.tsv",
-        multiple_testing=f"{R}/knockout/multiple_testing.tsv",
-        sign_test=f"{R}/knockout/sign_test.tsv",
+        agreement=report(f"{R}/knockout/table2_agreement.tsv", caption="../report/agreement.rst", category="Knockout"),
+        multiple_testing=report(f"{R}/knockout/multiple_testing.tsv", caption="../report/multiple_testing.rst",
+                                category="Knockout"),
+        sign_test=report(f"{R}/knockout/sign_test.tsv", caption="../report/sign_test.rst", category="Knockout"),
     params:
         ko=KO,
     log:

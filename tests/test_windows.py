@@ -91,3 +91,4 @@ def test_window_candidates_min_share_keeps_recurring_neighbours():
     assert window_candidates(t, 5, pool, min_share=1.0) == [2, 3, 5]
     with pytest.raises(ValueError, match="min_share"):
         window_candidates(t, 5, pool, min_share=1.5)
+
