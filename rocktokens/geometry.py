@@ -44,46 +44,6 @@ GROUPS = ("rock", "high_kl", "random")
 GROUP_LABELS = {"rock": "Rock tokens", "high_kl": "Rare high-KL", "random": "Random (freq-matched)"}
 
 
-class GeometryConfigError(ValueError):
-    """A ``geometry:`` config value that cannot be resolved (names the key)."""
-
-
-# ============================================================================ config
-def resolve_checkpoint(name: str, opd_ckpts: Sequence[str], key: str) -> str:
-    """``post`` → the last OPD checkpoint; ``stage1`` / ``opd-k`` are kept if they exist."""
-    if name == "post":
-        return opd_ckpts[-1]
-    if name == "stage1" or name in opd_ckpts:
-        return name
-    raise GeometryConfigError(f"config key 'geometry.{key}': checkpoint {name!r} does not exist "
-                              f"(known: stage1, {', '.join(opd_ckpts)}, post)")
-
-
-def geometry_settings(config: Mapping) -> dict:
-    """Resolved ``geometry:`` settings: checkpoint names, the early/late pair (fixed in config before any run,
-    FACTS mistake 5), checked against the token table's scorers. Raises :class:`GeometryConfigError`."""
-    g = config["geometry"]
-    C = int(config["stage2"]["n_checkpoints"])
-    opd = [f"opd-{k}" for k in range(1, C + 1)]
-    from rocktokens.config import scorer_checkpoints
-
-    scorers = scorer_checkpoints(config)
-    order = ["stage1", *opd]
-    out = {"checkpoint": resolve_checkpoint(g["checkpoint"], opd, "checkpoint"),
-           "early": resolve_checkpoint(g["persistence"]["early"], opd, "persistence.early"),
-           "late": resolve_checkpoint(g["persistence"]["late"], opd, "persistence.late")}
-    if order.index(out["early"]) >= order.index(out["late"]):
-        raise GeometryConfigError(f"config key 'geometry.persistence': early {out['early']!r} must come before "
-                                  f"late {out['late']!r} in training")
-    for key in ("early", "late"):
-        if out[key] not in scorers:
-            raise GeometryConfigError(f"config key 'geometry.persistence.{key}': {out[key]!r} is not a token-table "
-                                      f"scorer (tokens.scorers = {scorers})")
-    if not 0 < g["selection_fraction"] < 1:
-        raise GeometryConfigError("config key 'geometry.selection_fraction': must lie strictly between 0 and 1")
-    return out
-
-
 # ============================================================================ split and groups
 def split_problems(problem_ids: Iterable, fraction: float, seed: int) -> tuple[list, list]:
     """(selection, measurement): a seeded split of the *problems* (all samples of a problem stay together).

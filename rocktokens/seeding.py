@@ -2,23 +2,15 @@
 from __future__ import annotations
 
 import hashlib
-import random
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 
 def derive_seed(*parts) -> int:
     """A 63-bit seed that is a pure function of ``parts`` (ints/strings)."""
     h = hashlib.blake2b(repr(tuple(parts)).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 @lru_cache(maxsize=16)

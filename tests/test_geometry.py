@@ -8,14 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rocktokens.config import GeometryConfigError, geometry_settings
 from rocktokens.geometry import (
-    GeometryConfigError,
     GeometryResult,
     GradientAccumulator,
     build_groups,
     contrib,
     cosine,
-    geometry_settings,
     mann_whitney,
     measurement_problems,
     select_groups,
