@@ -356,18 +356,7 @@ def score_many(
     return out
 
 
-def score_sequences(
-    student,
-    teacher,
-    seqs: Sequence[TokenSequence],
-    *,
-    chunk: int = 1024,
-    batch_size: int = 8,
-    max_len: int | None = None,
-    progress: bool = True,
-    compiled: bool = False,
-    vocab_block: int = 4096,
-) -> dict[str, np.ndarray]:
+def score_sequences(student, teacher, seqs: Sequence[TokenSequence], **options) -> dict[str, np.ndarray]:
     """Teacher-forced per-token scores of every response token of ``seqs`` (in input order).
 
     Returns columns (numpy arrays of equal length, one row per response token):
@@ -376,17 +365,14 @@ def score_sequences(
     Eq. 1/15 summand), ``fkl`` (forward KL), ``entropy_student``, ``entropy_teacher``.
 
     ``chunk``: positions scored at once; ``vocab_block``: vocabulary columns per streamed block (peak memory ≈
-    hidden states + 3 ``chunk × vocab_block`` floats; ``compiled=True``: 2 ``chunk × V``); ``batch_size``: sequences per forward pass; ``max_len``: the model context —
-    a longer sequence is an error (``None``: no check). Raises :class:`VocabMismatchError` if the output
+    hidden states + 3 ``chunk × vocab_block`` floats; ``compiled=True``: 2 ``chunk × V``); ``batch_size``:
+    sequences per forward pass; ``max_len``: the model context — a longer sequence is an error (``None``: no check). Raises :class:`VocabMismatchError` if the output
     layers differ in size and :class:`FloatingPointError` (naming the sequence) on NaN/inf logits.
     ``compiled``: fuse the per-chunk reductions with ``torch.compile`` (same formulas; faster on CPU and GPU
     once compiled, but the first call compiles for tens of seconds and needs a C++ compiler / Triton).
-    ``progress``: a tqdm bar over micro-batches.
+    ``progress``: a tqdm bar over micro-batches. ``options`` are the keyword options of :func:`score_many`.
     """
-    return score_many(
-        {"student": student}, teacher, seqs, chunk=chunk, batch_size=batch_size, max_len=max_len,
-        progress=progress, compiled=compiled, vocab_block=vocab_block,
-    )["student"]
+    return score_many({"student": student}, teacher, seqs, **options)["student"]
 
 
 def to_frame(columns: Mapping[str, np.ndarray]):
