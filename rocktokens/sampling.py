@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from rocktokens.generation import GenerationRequest, SamplingParams, make_backend
@@ -71,6 +72,32 @@ def teacher_samples(backend, tokenizer, prompts: pd.DataFrame, cfg: dict, seed: 
     log.info("teacher samples: %d, mean length %.1f, stopped %.1f%%", len(out), out["n_tokens"].mean(),
              100 * (out["finish_reason"] == "stop").mean())
     return out[["id", "prompt", "response", "prompt_ids", "token_ids", "finish_reason", "n_tokens"]]
+
+
+def prompt_block(prompts: pd.DataFrame, part: int, n_parts: int) -> pd.DataFrame:
+    """Rows of the ``part``-th of ``n_parts`` contiguous blocks of ``prompts`` (sizes differ by at most one): the
+    prompts one teacher-sampling job answers. Seeds depend on the prompt id, not on the block."""
+    if not 0 <= int(part) < int(n_parts):
+        raise ValueError(f"part {part} is not in [0, {n_parts})")
+    bounds = np.arange(int(n_parts) + 1) * len(prompts) // int(n_parts)
+    block = prompts.iloc[bounds[part]: bounds[part + 1]]
+    if block.empty:
+        raise ValueError(f"teacher-sample block {part} of {n_parts} is empty ({len(prompts)} prompts): "
+                         f"lower teacher_samples.shards")
+    return block
+
+
+def merge_blocks(blocks: Sequence[pd.DataFrame], prompts: pd.DataFrame) -> pd.DataFrame:
+    """The teacher samples of every block in prompt order; every prompt answered exactly once, else one error."""
+    df = pd.concat(blocks, ignore_index=True)
+    dup = df.loc[df["id"].duplicated(), "id"].tolist()
+    missing = sorted(set(prompts["id"]) - set(df["id"]))
+    if dup or missing or len(df) != len(prompts):
+        raise ValueError(f"teacher-sample blocks do not cover the prompts once: {len(dup)} duplicated "
+                         f"(e.g. {dup[:3]}), {len(missing)} missing (e.g. {missing[:3]}), {len(df)} rows for "
+                         f"{len(prompts)} prompts")
+    order = {pid: i for i, pid in enumerate(prompts["id"])}
+    return df.sort_values("id", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
 def evaluate(backend, tokenizer, bench: pd.DataFrame, cfg: dict, seed: int, checkpoint: str, benchmark: str,

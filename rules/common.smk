@@ -1,5 +1,6 @@
 # Config validation (schema, at parse time) and the small path helpers every rule shares.
 import json
+import shlex
 import sys
 
 from snakemake.utils import validate
@@ -55,6 +56,25 @@ def launcher():
     """
     cmd = config["training"]["launcher"]
     return sys.executable + cmd[len("python"):] if cmd.split()[0] == "python" else cmd
+
+
+# The training rules' command prefix, joined to their shell templates at parse time (braces escaped for the
+# formatting) and never passed as a param: it holds absolute paths (interpreter, checkout) and params are a rerun
+# trigger, so a checkout or venv that moves must not relaunch finished training under the cluster profile's triggers
+# (mtime, params, input; tests/test_pipeline.py). The default profile's `code` trigger does see the shell text.
+TRAIN_CMD = f"{launcher()} {shlex.quote(TRAIN)}".replace("{", "{{").replace("}", "}}")
+
+
+def train_shell(args):
+    """The shell template of a training rule: TRAIN_CMD, then the stage and its arguments (a template)."""
+    return f"{TRAIN_CMD} {args}"
+
+
+def nltk_input(bench):
+    """Extra input of a job that scores ``bench``: the staged NLTK data when it is a hub IFEval benchmark."""
+    if WORLD or config["datasets"][bench].get("checker") != "ifeval":
+        return {}
+    return {"nltk_data": "resources/nltk_data"}
 
 
 def res(rule_name):

@@ -1,23 +1,28 @@
 # pass@1 of any checkpoint on any benchmark (k samples per problem), and the accuracy table.
 
 
-# Per-problem correctness of one checkpoint on each benchmark (math answers via math-verify; OOD by its rule).
-# One job per checkpoint loads the model once; each benchmark is its own target.
+# Per-problem correctness of one checkpoint on one benchmark (math answers via math-verify; OOD by its rule).
+# One job per (checkpoint, benchmark): each is its own target and its own GPU job at paper scale (a failed
+# benchmark reruns alone); seeds depend on (benchmark, problem, sample) only, so the split changes no sample.
 rule evaluate:
     input:
+        unpack(lambda w: nltk_input(w.bench)),
         model=lambda w: ckpt_dir(w.ckpt),
         tokenizer=tokenizer_dir(),
-        **{b: f"{R}/data/{b}.parquet" for b in config["evaluate"]["benchmarks"]},
+        bench=f"{R}/data/{{bench}}.parquet",
     output:
-        **{b: f"{R}/eval/{{ckpt}}/{b}.parquet" for b in config["evaluate"]["benchmarks"]},
+        f"{R}/eval/{{ckpt}}/{{bench}}.parquet",
     params:
         eval=config["evaluate"],
         generation=config["generation"],
         seed=config["seed"],
+        name=lambda w: w.ckpt,
     log:
-        f"{R}/logs/evaluate/{{ckpt}}.log",
+        f"{R}/logs/evaluate/{{ckpt}}/{{bench}}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate/{{ckpt}}.tsv"
+        f"{R}/benchmarks/evaluate/{{ckpt}}/{{bench}}.tsv"
+    wildcard_constraints:
+        bench="|".join(config["evaluate"]["benchmarks"]),
     threads: config["threads"]
     resources:
         **res("evaluate"),

@@ -37,8 +37,6 @@ rule opd_arm:
                                    "generation": config["generation"],
                                    "dtype": config["training"].get("dtype", "float32")}),
         state=lambda w: f"{R}/train_state/arms/{w.arm}",
-        launch=launcher(),
-        train=TRAIN,
         inputs=lambda w, input: " ".join(f"{k}={shlex.quote(str(v))}" for k, v in input.items()),
         outputs=lambda w, output: " ".join(f"{k}={shlex.quote(str(v))}" for k, v in output.items()),
     log:
@@ -51,68 +49,75 @@ rule opd_arm:
     conda:
         GPU_ENV
     shell:
-        "{params.launch} {params.train} opd_arm --spec {params.spec:q} --input {params.inputs}"
-        " --output {params.outputs} --state {params.state:q} --log {log:q}"
+        train_shell("opd_arm --spec {params.spec:q} --input {params.inputs}"
+                    " --output {params.outputs} --state {params.state:q} --log {log:q}")
 
 
-# pass@1 samples (freeze.eval.k seeds per problem) of one arm checkpoint on the hard benchmarks.
+# pass@1 samples (freeze.eval.k seeds per problem) of one arm checkpoint on one hard benchmark.
 rule evaluate_arm:
     input:
+        unpack(lambda w: nltk_input(w.bench)),
         model=f"{R}/arms/{{arm}}/{{point}}",
         tokenizer=tokenizer_dir(),
-        **{b: f"{R}/data/{b}.parquet" for b in FZ["eval"]["benchmarks"]},
+        bench=f"{R}/data/{{bench}}.parquet",
     output:
-        f"{R}/arms/{{arm}}/eval/{{point}}.parquet",
+        f"{R}/arms/{{arm}}/eval/{{point}}/{{bench}}.parquet",
     params:
         eval=ARM_EVAL,
         generation=config["generation"],
         seed=config["seed"],
         name=lambda w: f"{w.arm}/{w.point}",
     log:
-        f"{R}/logs/arms/evaluate/{{arm}}/{{point}}.log",
+        f"{R}/logs/arms/evaluate/{{arm}}/{{point}}/{{bench}}.log",
     benchmark:
-        f"{R}/benchmarks/arms/evaluate/{{arm}}/{{point}}.tsv"
+        f"{R}/benchmarks/arms/evaluate/{{arm}}/{{point}}/{{bench}}.tsv"
+    wildcard_constraints:
+        bench="|".join(FZ["eval"]["benchmarks"]),
     threads: config["threads"]
     resources:
         **res("evaluate_arm"),
     conda:
         GPU_ENV
     script:
-        "../workflow_scripts/evaluate_arm.py"
+        "../workflow_scripts/evaluate.py"
 
 
 # The common start of every arm (step 0): the stage-1 checkpoint under the same evaluation settings.
 rule evaluate_arm_start:
     input:
+        unpack(lambda w: nltk_input(w.bench)),
         model=rules.stage1_kd.output.model,
         tokenizer=tokenizer_dir(),
-        **{b: f"{R}/data/{b}.parquet" for b in FZ["eval"]["benchmarks"]},
+        bench=f"{R}/data/{{bench}}.parquet",
     output:
-        f"{R}/arms/stage1_eval.parquet",
+        f"{R}/arms/stage1_eval/{{bench}}.parquet",
     params:
         eval=ARM_EVAL,
         generation=config["generation"],
         seed=config["seed"],
         name="stage1",
     log:
-        f"{R}/logs/arms/evaluate/stage1.log",
+        f"{R}/logs/arms/evaluate/stage1/{{bench}}.log",
     benchmark:
-        f"{R}/benchmarks/arms/evaluate/stage1.tsv"
+        f"{R}/benchmarks/arms/evaluate/stage1/{{bench}}.tsv"
+    wildcard_constraints:
+        bench="|".join(FZ["eval"]["benchmarks"]),
     threads: config["threads"]
     resources:
         **res("evaluate_arm"),
     conda:
         GPU_ENV
     script:
-        "../workflow_scripts/evaluate_arm.py"
+        "../workflow_scripts/evaluate.py"
 
 
 # pass@1 vs step per arm pooled over the hard benchmarks (95 % intervals over problems), and per arm the masked
 # share, the lr it ran with and its mean update time (the real cost of an update with the frozen work skipped).
 rule freeze_table:
     input:
-        start=rules.evaluate_arm_start.output[0],
-        evals=expand(f"{R}/arms/{{arm}}/eval/{{point}}.parquet", arm=list(ARMS), point=ARM_CKPTS),
+        start=expand(f"{R}/arms/stage1_eval/{{bench}}.parquet", bench=FZ["eval"]["benchmarks"]),
+        evals=expand(f"{R}/arms/{{arm}}/eval/{{point}}/{{bench}}.parquet", arm=list(ARMS), point=ARM_CKPTS,
+                     bench=FZ["eval"]["benchmarks"]),
         arms=expand(f"{R}/arms/{{arm}}/arm.json", arm=list(ARMS)),
         histories=expand(f"{R}/arms/{{arm}}/history.parquet", arm=list(ARMS)),
     output:

@@ -1,7 +1,8 @@
 # Inference-time knockout (§3, Appendix D): token and window knockout of the top-K_screen Rock-Token candidates,
 # paired bootstrap, Eq. 22 categories, census (Table 2), multiple testing, sign test, predictors (Table 1),
-# Figures 4 and 6. Candidate shards are file targets: a failed shard reruns alone (--keep-going lets the others
-# finish); each shard job loads the post-OPD student once and mixes all its arms' masks in one generation batch.
+# Figures 4 and 6. Shards are file targets per benchmark: shard_size (candidate, policy) slots each, a failed one
+# reruns alone (--keep-going lets the others finish); a shard job loads the post-OPD student once and mixes its
+# arms' masks in one generation batch. At paper scale (shard_size 1) every knockout policy × benchmark is a GPU job.
 from rocktokens.knockout import BASELINE_SHARD, check_knockout_config, shard_names
 
 check_knockout_config(config)
@@ -32,25 +33,28 @@ rule knockout_plan:
         "../workflow_scripts/knockout_plan.py"
 
 
-# One shard: every arm of its candidates (or the baseline) × benchmark problems × m samples, per-sample indicators.
+# One shard on one benchmark: its (candidate, policy) slots' arms (or the baseline) × the benchmark's problems ×
+# m samples, per-sample indicators. Resumes chunk by chunk from params.state when killed.
 rule knockout_shard:
     input:
+        unpack(lambda w: nltk_input(w.kbench)),
         model=ckpt_dir(POST_OPD),
         tokenizer=tokenizer_dir(),
         plan=rules.knockout_plan.output.plan,
-        **{b: f"{R}/data/{b}.parquet" for b in KO["benchmarks"]},
+        bench=f"{R}/data/{{kbench}}.parquet",
     output:
-        f"{R}/knockout/shards/{{shard}}.parquet",
+        f"{R}/knockout/shards/{{kbench}}/{{shard}}.parquet",
     params:
         ko=KO,
         generation=config["generation"],
         seed=config["seed"],
-        state=lambda w: f"{R}/knockout/state/{w.shard}",
+        state=lambda w: f"{R}/knockout/state/{w.kbench}/{w.shard}",
     log:
-        f"{R}/logs/knockout/shard-{{shard}}.log",
+        f"{R}/logs/knockout/{{kbench}}/shard-{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/knockout/shard-{{shard}}.tsv"
+        f"{R}/benchmarks/knockout/{{kbench}}/shard-{{shard}}.tsv"
     wildcard_constraints:
+        kbench="|".join(KO["benchmarks"]),
         shard="|".join(KO_SHARDS),
     threads: config["threads"]
     resources:
@@ -64,7 +68,7 @@ rule knockout_shard:
 # Δ(v), Δ(W(v)) with paired-bootstrap p-values (Eq. 20-21) and the Eq. 22 category of every candidate.
 rule knockout_effects:
     input:
-        shards=expand(f"{R}/knockout/shards/{{shard}}.parquet", shard=KO_SHARDS),
+        shards=expand(f"{R}/knockout/shards/{{kbench}}/{{shard}}.parquet", kbench=KO["benchmarks"], shard=KO_SHARDS),
         plan=rules.knockout_plan.output.plan,
         candidates=rules.knockout_plan.output.candidates,
     output:

@@ -3,8 +3,8 @@
 # rerun trigger): one job per model role (resources/models/<role>/, a snapshot) and one per dataset
 # (resources/datasets/<name>.parquet). They are the only rules that need network access, so they are local
 # rules: even with the SLURM executor they run where Snakemake runs (the login node), e.g.
-# `snakemake --workflow-profile profiles/slurm-h100 --configfile configs/paper.yaml --until stage_model stage_dataset`,
-# and no compute job ever downloads. Without network they fail at once with one message saying so; outputs are
+# `snakemake --workflow-profile profiles/slurm-h100 --configfile configs/paper.yaml --until stage_model stage_dataset stage_nltk_data`,
+# and no compute job ever downloads (NLTK data for the IFEval checks included). Without network they fail at once with one message saying so; outputs are
 # written atomically.
 
 if not WORLD:
@@ -43,3 +43,16 @@ if not WORLD:
             CPU_ENV
         script:
             "../workflow_scripts/stage_dataset.py"
+
+    # NLTK's punkt_tab sentence-tokenizer data, which the real IFEval checks need for sentence counts
+    # (rocktokens/ifeval.py); evaluation jobs on hub IFEval benchmarks read it from here (no download there).
+    rule stage_nltk_data:
+        output:
+            directory("resources/nltk_data"),
+        log:
+            "resources/logs/stage_nltk_data.log",
+        localrule: True
+        conda:
+            CPU_ENV
+        script:
+            "../workflow_scripts/stage_nltk_data.py"

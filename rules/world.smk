@@ -72,8 +72,6 @@ if WORLD:
                 {"model": config["models"][w.role], "seed": config["seed"], "role": w.role, "threads": config["threads"]}
             ),
             state=f"{R}/train_state/pretrain_{{role}}",
-            launch=launcher(),
-            train=TRAIN,
         log:
             f"{R}/logs/pretrain_{{role}}.log",
         benchmark:
@@ -82,6 +80,6 @@ if WORLD:
         conda:
             CPU_ENV
         shell:
-            "{params.launch} {params.train} pretrain --spec {params.spec:q}"
-            " --input corpus={input.corpus:q} tokenizer={input.tokenizer:q}"
-            " --output model={output.model:q} --state {params.state:q} --log {log:q}"
+            train_shell("pretrain --spec {params.spec:q}"
+                        " --input corpus={input.corpus:q} tokenizer={input.tokenizer:q}"
+                        " --output model={output.model:q} --state {params.state:q} --log {log:q}")

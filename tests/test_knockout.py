@@ -66,8 +66,10 @@ def test_plan_window_arms_and_shards():
     ctx = synthetic_contexts(cands["token_id"][:6], pool)  # the last 6 candidates have no stored context
     plan = KO.plan(cands, ctx, shard_size=5)
     assert len(plan) == 24 and set(plan["policy"]) == {"token", "window"}
-    assert plan["shard"].tolist()[::2] == ["s000"] * 5 + ["s001"] * 5 + ["s002"] * 2
-    assert KO.shard_names(12, 5) == ["s000", "s001", "s002"]
+    assert plan["policy"].tolist() == ["token", "window"] * 12  # slots in rank order, token before window
+    assert plan["shard"].tolist() == [f"s{i // 5:03d}" for i in range(24)]  # 5 (candidate, policy) slots per shard
+    assert KO.shard_names(12, 5) == ["s000", "s001", "s002", "s003", "s004"]
+    assert KO.shard_names(200, 1)[-1] == "s399"  # paper: one policy per job
     for v, g in plan.groupby("token_id"):
         tok, win = g.set_index("policy").loc["token"], g.set_index("policy").loc["window"]
         assert list(tok["banned"]) == [v]
@@ -76,7 +78,23 @@ def test_plan_window_arms_and_shards():
     no_ctx = cands["token_id"][6:].tolist()
     assert all(plan[(plan.token_id == v)]["arm"].nunique() == 1 for v in no_ctx)  # W(v) = {v}: one arm
     assert KO.shard_arms(plan, KO.BASELINE_SHARD) == [""]
-    assert len(KO.shard_arms(plan, "s002")) == 2
+    # slots 20-23 are the token and W(v) = {v} window of two context-less candidates: 2 arms, each generated once
+    assert plan["arm"].iloc[20:24].nunique() == 2 and len(KO.shard_arms(plan, "s004")) == 2
+    generated = [a for sh in KO.shard_names(12, 5) for a in KO.shard_arms(plan, sh)]
+    assert sorted(generated) == sorted(set(plan["arm"]))  # every arm by exactly one shard
+
+
+def test_an_arm_shared_across_shards_is_generated_once():
+    pool = np.arange(10, 20)
+    cands = KO.screen_candidates(synthetic_stats(pool), 4, 2, 100)
+    ctx = synthetic_contexts(cands["token_id"][:0], pool)  # no contexts: every W(v) = {v}
+    plan = KO.plan(cands, ctx, shard_size=1)  # token in s(2i), its identical window arm in s(2i+1)
+    assert (plan["gen_shard"] == plan["shard"]).tolist() == [True, False] * 4
+    assert all(KO.shard_arms(plan, f"s{2 * i + 1:03d}") == [] for i in range(4))
+    dup = pd.DataFrame({"arm": ["", "", "1", "1"], "benchmark": "math", "id": ["a", "a", "a", "a"],
+                        "sample": [0, 0, 0, 0], "correct": [True] * 4})
+    with pytest.raises(KO.KnockoutInputError, match="duplicated knockout indicator"):
+        KO.effects(plan.assign(arm="1"), dup, 10, 0)
 
 
 # ----------------------------------------------------------------------------------------------- generation
@@ -308,8 +326,11 @@ def test_smoke_dag_knockout_artifacts(smoke_results):
     k = len(cands)
     assert set(rock_set(stats, min(K, k))["token_id"]) <= set(cands["token_id"])  # one R for freeze and knockout
     assert cands["token_id"].tolist() == stats.sort_values(["R", "token_id"], ascending=[False, True])["token_id"].head(k).tolist()
-    ind = pd.concat([pd.read_parquet(p) for p in sorted((ko / "shards").glob("*.parquet"))], ignore_index=True)
+    files = sorted((ko / "shards").glob("*/*.parquet"))
+    assert len(files) == 2 * (1 + KO.n_shards(6, 6))  # per benchmark: the baseline + 2 shards (smoke: 12 slots / 6)
+    ind = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
     assert not ind.duplicated(["arm", "benchmark", "id", "sample"]).any()
+    assert all(set(pd.read_parquet(p)["benchmark"]) <= {p.parent.name} for p in files)  # one benchmark per shard
     per_arm = ind.groupby(["arm", "benchmark"]).apply(lambda g: tuple(sorted(zip(g["id"], g["sample"]))), include_groups=False)
     assert per_arm.groupby(level="benchmark").nunique().eq(1).all()  # paired: same problems and samples in every arm
     cats = pd.read_parquet(ko / "categories.parquet")
@@ -331,7 +352,7 @@ def test_a_failed_shard_reruns_alone(smoke_dir):
     from conftest import run_snakemake
 
     ko = smoke_dir / "results" / "smoke" / "knockout"
-    lost = [ko / "shards" / "s001.parquet", ko / "effects.parquet", ko / "categories.parquet"]
+    lost = [ko / "shards" / "ifeval" / "s001.parquet", ko / "effects.parquet", ko / "categories.parquet"]
     for f in lost:
         f.rename(f.with_name(f.name + ".aside"))
     try:
@@ -342,4 +363,4 @@ def test_a_failed_shard_reruns_alone(smoke_dir):
             f.with_name(f.name + ".aside").rename(f)
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M)}
     assert jobs == {"knockout_shard": 1, "knockout_effects": 1, "total": 2}
-    assert "knockout/shards/s001.parquet" in out
+    assert "knockout/shards/ifeval/s001.parquet" in out

@@ -42,7 +42,7 @@ def test_paper_hyperparameters(cfg):
     assert cfg["models"]["student_base"]["hub_id"] == "Qwen/Qwen3-4B-Instruct-2507"
     for m in cfg["models"].values():
         assert m.get("revision") and "arch" not in m and "pretrain" not in m
-    assert cfg["teacher_samples"] == {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 16384}
+    assert cfg["teacher_samples"] == {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 16384, "shards": 20}
     s1, s2 = cfg["stage1"], cfg["stage2"]
     assert (s1["divergence"], s1["kd_ratio"], s1["lr"], s1["warmup_ratio"]) == ("fkl", 0.5, 2e-5, 0.05)
     assert (s1["global_batch"], s1["micro_batch"], s1["max_len"], s1["epochs"]) == (128, 1, 16384, 1)
@@ -67,8 +67,11 @@ def test_paper_hyperparameters(cfg):
     ev = cfg["evaluate"]
     assert ev["k"] == 5 and ev["hard_average"] == ["aime24", "aime25", "hmmt25"]
     assert eval_checkpoints(cfg) == ["teacher", "student_base", "stage1", *[f"opd-{k}" for k in range(1, 8)]]
-    for rule in ("teacher_samples", "stage1_kd", "stage2_opd", "evaluate"):
+    for rule in ("stage1_kd", "stage2_opd"):
         assert cfg["resources"][rule]["gpus"] == 4
+    for rule in ("teacher_samples", "evaluate", "evaluate_arm", "knockout_shard"):  # TP=2 on 2xH100 (paper)  # one 4B model at vLLM TP=2: two jobs per node
+        assert cfg["resources"][rule]["gpus"] == cfg["generation"]["tensor_parallel_size"] == 2
+    assert cfg["knockout"]["k_screen"] == 200 and cfg["knockout"]["shard_size"] == 1
 
 
 def _job_counts(text: str) -> dict[str, int]:
@@ -89,7 +92,11 @@ def test_paper_dry_run_plans_every_stage_offline():
     for rule in ("stage_model", "stage_dataset", "prepare_data", "teacher_samples", "stage1_kd", "stage2_opd", "evaluate"):
         assert counts.get(rule, 0) >= 1, f"{rule} not planned: {counts}"
     assert counts["stage_model"] == 2 and counts["stage_dataset"] == 7 and counts["prepare_data"] == 7
-    assert counts["evaluate"] == 10  # one job per checkpoint (teacher, student_base, stage1, opd-1..7), 5 benchmarks each
+    assert counts["evaluate"] == 50  # one job per checkpoint (teacher, student_base, stage1, opd-1..7) x benchmark (5)
+    # knockout: 200 candidates x (token, window) x (MATH-500, IFEval), one GPU job each, + one baseline per benchmark
+    assert counts["knockout_shard"] == 802
+    assert counts["evaluate_arm"] == 7 * 7 * 3 and counts["evaluate_arm_start"] == 3
+    assert counts["total"] >= 1000, counts
     assert "resources/models/teacher" in out and "resources/datasets/stage1_prompts.parquet" in out
     assert not re.search(r"rule (make_world|pretrain_model|qwen3_tokenizer)\b", out)  # no world rules at hub scale
     assert elapsed < 30, f"dry run took {elapsed:.1f} s"

@@ -57,6 +57,24 @@ def test_dag_is_complete_and_dry_run_is_fast(smoke_dir):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def test_moving_the_checkout_does_not_rerun_training(smoke_dir, tmp_path):
+    """The cluster profile's rerun triggers (mtime, params, input) must not relaunch finished training when the
+    workflow is run from another checkout: no param may hold an absolute path of the checkout or interpreter."""
+    import shutil
+
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for part in ("Snakefile", "config.yaml", "rules", "workflow_scripts", "schemas", "configs", "report", "envs", "profiles"):
+        src = REPO / part
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, moved / part)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(moved / "Snakefile"), "--directory", str(smoke_dir),
+           "--configfile", str(REPO / "configs" / "smoke.yaml"), "-n", "--rerun-triggers", "mtime", "params", "input"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=moved)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+
+
 def _train_cmd(r: Path, state: Path, out: Path):
     import yaml
 

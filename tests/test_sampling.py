@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from rocktokens.sampling import accuracy_table, evaluate, open_backend, teacher_samples
+from rocktokens.sampling import accuracy_table, evaluate, merge_blocks, open_backend, prompt_block, teacher_samples
 
 
 def test_accuracy_table_on_hand_made_outputs():
@@ -31,8 +31,28 @@ def test_evaluate_and_teacher_samples_on_tiny_model(tiny_world, tiny_models):
     assert not ev["correct"].any()  # an untrained model does not solve arithmetic
     again = evaluate(backend, tok, bench, cfg, 0, "teacher", "math")
     pd.testing.assert_frame_equal(ev, again)  # seeds per problem: reproducible
-    ts = teacher_samples(backend, tok, tiny_world["world"]["stage1_prompts"].iloc[:3],
-                         {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 6}, 0)
-    assert len(ts) == 3 and (ts["n_tokens"] <= 6).all()
+    prompts = tiny_world["world"]["stage1_prompts"].iloc[:5]
+    ts_cfg = {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 6, "shards": 2}
+    ts = teacher_samples(backend, tok, prompts, ts_cfg, 0)
+    assert len(ts) == 5 and (ts["n_tokens"] <= 6).all()
+    # the paper's 20k prompts are sampled in blocks (one job each): per-prompt seeds, so blocks merge to the same
+    blocks = [teacher_samples(backend, tok, prompt_block(prompts, i, 2), ts_cfg, 0) for i in (1, 0)]
+    pd.testing.assert_frame_equal(merge_blocks(blocks, prompts), ts)
     with pytest.raises(ValueError, match="empty prompt set"):
         evaluate(backend, tok, bench.iloc[:0], cfg, 0, "teacher", "math")
+
+
+def test_prompt_blocks_cover_every_prompt_once_and_merge_checks_it():
+    prompts = pd.DataFrame({"id": [f"p{i}" for i in range(10)], "prompt": ["x"] * 10})
+    blocks = [prompt_block(prompts, i, 3) for i in range(3)]
+    assert [len(b) for b in blocks] == [3, 3, 4] and pd.concat(blocks)["id"].tolist() == prompts["id"].tolist()
+    samples = [b.assign(response="r") for b in blocks]
+    assert merge_blocks(samples[::-1], prompts)["id"].tolist() == prompts["id"].tolist()  # prompt order
+    with pytest.raises(ValueError, match="1 missing"):
+        merge_blocks(samples[:1] + [samples[1].iloc[1:]] + samples[2:], prompts)
+    with pytest.raises(ValueError, match="1 duplicated"):
+        merge_blocks([*samples, samples[0].iloc[:1]], prompts)
+    with pytest.raises(ValueError, match="block 0 of 12 is empty"):
+        prompt_block(prompts, 0, 12)
+    with pytest.raises(ValueError, match="part 3 is not in"):
+        prompt_block(prompts, 3, 3)

@@ -42,7 +42,7 @@ _SMOKE = {**yaml.safe_load((REPO / "config.yaml").read_text())["stage2"],
           **yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text()).get("stage2", {})}
 CKPTS = tuple(f"opd-{k}" for k in range(1, _SMOKE["n_checkpoints"] + 1))
 UPSTREAM = ("qwen3_tokenizer", "make_world", "compact_tokenizer", "prepare_data", "pretrain_model",
-            "teacher_samples", "stage1_kd", "stage2_opd")
+            "teacher_samples", "teacher_samples_merge", "stage1_kd", "stage2_opd")
 
 
 # ---------------------------------------------------------------------------------------------- the cluster
@@ -420,7 +420,8 @@ def _sbatch(job: dict) -> str:
 def test_paper_gpu_rules_request_h100s_on_one_node(tmp_path):
     """Dry-run the paper DAG with profiles/slurm-h100 (the resources Snakemake evaluates for each job), then build
     each job's sbatch call with the executor plugin's own code: every GPU job asks for its H100s on one node of
-    4xH100 -- all 4 for teacher sampling, stage-1 KD, OPD, evaluation, rollouts and token scoring."""
+    4xH100 -- all 4 for stage-1 KD, OPD, rollouts and token scoring, 2 (vLLM TP=2) for each teacher-sample block,
+    evaluation and knockout job."""
     env = {**os.environ, "ROCKTOKENS_GPU_PARTITION": "h100q", "ROCKTOKENS_PARTITION": "cpuq",
            "ROCKTOKENS_ACCOUNT": "proj42", "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
     t = time.time()
@@ -436,7 +437,7 @@ def test_paper_gpu_rules_request_h100s_on_one_node(tmp_path):
     seen = set()
     for job in jobs:
         rule, res = job["rule"], job["resources"]
-        if rule == "all" or rule in ("stage_model", "stage_dataset"):  # localrules: run on the login node
+        if rule == "all" or rule in ("stage_model", "stage_dataset", "stage_nltk_data"):  # localrules: login node
             continue
         call = _sbatch(job)
         if res.get("gpus"):  # a GPU job (its rule's resources entry, or one it shares, lists gpus)
@@ -452,8 +453,11 @@ def test_paper_gpu_rules_request_h100s_on_one_node(tmp_path):
             assert "-p cpuq" in call and "-A proj42" in call and "--cpus-per-task=" in call, call
     assert gpu_rules & {j["rule"] for j in jobs} <= seen
     assert {"stage1_kd", "stage2_opd", "teacher_samples"} <= seen
-    for rule in ("teacher_samples", "stage1_kd", "stage2_opd", "evaluate", "rollouts", "token_kl"):  # FSDP / TP
+    for rule in ("stage1_kd", "stage2_opd", "rollouts", "token_kl"):  # FSDP / TP
         assert paper["resources"][rule]["gpus"] == 4
+    for rule in ("teacher_samples", "evaluate", "evaluate_arm", "knockout_shard"):  # one block / bench, vLLM TP=2
+        assert paper["resources"][rule]["gpus"] == 2 and rule in seen
+    assert len(jobs) >= 1000
     print(f"\npaper DAG dry run with profiles/slurm-h100: {len(jobs)} jobs in {elapsed:.1f} s")
     assert elapsed < 60
 
@@ -521,7 +525,7 @@ def test_gpu_layout_of_the_config_is_checked():
         check_parallelism(cfg)
     cfg = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
     cfg["generation"]["tensor_parallel_size"] = 3
-    with pytest.raises(ClusterError, match="tensor_parallel_size 3 does not divide resources.teacher_samples.gpus 4"):
+    with pytest.raises(ClusterError, match="tensor_parallel_size 3 does not divide resources.teacher_samples.gpus 2"):
         check_parallelism(cfg)
 
 

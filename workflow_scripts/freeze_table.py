@@ -1,9 +1,12 @@
 """Rule freeze_table: pass@1 vs step per arm (hard benchmarks pooled, 95 % intervals) and per-arm shares (thin)."""
+import pandas as pd
+
 from rocktokens.freeze import freeze_tables
 from rocktokens.io import atomic_file, read_parquet, setup_logging, write_parquet
 
 setup_logging(snakemake.log[0])
-acc, arms = freeze_tables(read_parquet(snakemake.input.start, "stage-1 evaluation"),
+start = pd.concat([read_parquet(p, "stage-1 evaluation") for p in snakemake.input.start], ignore_index=True)
+acc, arms = freeze_tables(start,
                           [read_parquet(p, "arm evaluation") for p in snakemake.input.evals],
                           list(snakemake.input.arms), [read_parquet(p, "arm history") for p in snakemake.input.histories],
                           snakemake.params.arms, snakemake.params.hard)

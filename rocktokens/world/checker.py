@@ -156,12 +156,17 @@ def check_instruction(response: str | None, rule: str) -> bool:
 def score(response: str | None, checker: str, gold: str) -> bool:
     """Correctness of ``response`` under ``checker``: ``"math"`` -> :func:`check_math`
     against ``gold``; ``"instruction:<rule>"`` -> :func:`check_instruction` (the
-    instruction alone decides, as in IFEval)."""
+    instruction alone decides, as in IFEval); ``"ifeval:<json>"`` (hub IFEval) ->
+    :func:`rocktokens.ifeval.check_ifeval`."""
     if checker == "math":
         return check_math(response, gold)
+    if checker.startswith("ifeval:"):  # a hub IFEval row: the real IFEval checks (lm-eval's port)
+        from rocktokens.ifeval import check_ifeval
+
+        return check_ifeval(response, checker[len("ifeval:"):])
     if checker.startswith("instruction:"):
         rule = checker.split(":", 1)[1]
         if rule not in INSTRUCTION_RULES:
             raise ValueError(f"unknown checker {checker!r}: no instruction rule {rule!r}")
         return check_instruction(response, rule)
-    raise ValueError(f"unknown checker {checker!r}; expected 'math' or 'instruction:<rule>'")
+    raise ValueError(f"unknown checker {checker!r}; expected 'math', 'instruction:<rule>' or 'ifeval:<json>'")
