@@ -136,6 +136,13 @@ class Aggregator:
         self._problems: dict[tuple, set[str]] = {}
 
     # ------------------------------------------------------------------ setup
+    @classmethod
+    def from_config(cls, parquet_glob_or_dir, rocks_cfg) -> "Aggregator":
+        """An aggregator with the DuckDB settings of the config's ``rocks.duckdb`` section."""
+        db = rocks_cfg.get("duckdb", {})
+        return cls(parquet_glob_or_dir, threads=db.get("threads"), memory_limit=db.get("memory_limit"),
+                   temp_directory=db.get("temp_directory"))
+
     def _open(self) -> None:
         # The relation API quotes the file names itself (a view cannot hold bound parameters).
         self.con.read_parquet(self.files, hive_partitioning=self.hive).create_view("tokens_raw")

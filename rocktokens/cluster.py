@@ -109,12 +109,13 @@ def grown(base: int, factor: float, cap: int = 0) -> int | Callable:
     return value
 
 
-def rule_resources(config: Mapping, rule: str, env: Mapping[str, str] | None = None) -> dict:
+def rule_resources(config: Mapping, rule: str) -> dict:
     """Snakemake ``resources:`` of ``rule`` from ``config["resources"]`` (``default`` when the rule is not listed).
 
     ``gpus`` stays (the local scheduler caps it: ``profiles/default`` gives ``gpus=4``); a GPU job also gets
     ``gpu`` (+ ``gpu_model``), ``nodes=1`` (all its GPUs on one node, as FSDP and vLLM TP need) and
-    ``cpus_per_gpu`` for the SLURM executor.
+    ``cpus_per_gpu`` for the SLURM executor. Partition and account are not set here: ``rules/cluster.smk``
+    places every rule, these included (:func:`placement`).
     """
     table = config["resources"]
     spec = dict(table.get(rule, table["default"]))
@@ -135,7 +136,6 @@ def rule_resources(config: Mapping, rule: str, env: Mapping[str, str] | None = N
             out["cpus_per_gpu"] = int(cpus_per_gpu)
         if c["gpu_model"]:
             out["gpu_model"] = c["gpu_model"]
-    out.update(placement(config, gpus > 0, env))
     return out
 
 

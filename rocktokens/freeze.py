@@ -41,7 +41,6 @@ linear in η, later ones nearly so). The trace is recorded in the arm's ``arm.js
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping, Sequence
@@ -49,6 +48,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from rocktokens.io import read_json
 from rocktokens.seeding import derive_seed
 from rocktokens.windows import ContextIndex, contexts_by_token, freeze_weights, window_union
 
@@ -189,13 +189,14 @@ class RockMasker:
         """t ∈ W_R (Eq. 18)."""
         return window_union(response_ids, self.index)
 
-    def weights(self, response_ids, lam: float) -> np.ndarray:
-        """w(x_t, t) of Eq. 19, one per response token (label)."""
-        return freeze_weights(response_ids, self.rock_ids, self.in_window(response_ids), lam)
+    def weights(self, response_ids, lam: float, in_window: np.ndarray | None = None) -> np.ndarray:
+        """w(x_t, t) of Eq. 19, one per response token (label); ``in_window``: W_R if already computed."""
+        in_window = self.in_window(response_ids) if in_window is None else in_window
+        return freeze_weights(response_ids, self.rock_ids, in_window, lam)
 
     def mask(self, response_ids) -> np.ndarray:
         """The frozen positions: x_t ∈ R or t ∈ W_R."""
-        return self.weights(response_ids, 0.0) == 0.0
+        return self.is_rock(response_ids) | self.in_window(response_ids)
 
     def is_rock(self, response_ids) -> np.ndarray:
         return np.isin(np.asarray(response_ids, dtype=np.int64), self.rock_ids)
@@ -340,7 +341,7 @@ class ArmWeights:
 
     Counts (reported per step as shares of the step's response tokens): ``n_masked`` (this arm's frozen set),
     ``n_rock_mask`` (the rock mask on the same trajectory: for the random arm, what it is matched to),
-    ``n_rock_tokens`` (x_t ∈ R).
+    ``n_rock_tokens`` (x_t ∈ R), ``n_zero_weight`` (w = 0).
     """
 
     def __init__(self, spec: ArmSpec, masker: RockMasker | None = None, bins: np.ndarray | None = None,
@@ -356,30 +357,34 @@ class ArmWeights:
         if self.spec.windows == "none":
             return None
         resp = np.asarray(seq.ids[seq.prompt_len:], dtype=np.int64)
-        rock = self.masker.mask(resp)
-        seq.meta["n_rock_tokens"] = int(self.masker.is_rock(resp).sum())
+        in_window = self.masker.in_window(resp)  # W_R: the costly part, once per rollout
+        is_rock = self.masker.is_rock(resp)
+        rock = is_rock | in_window
+        seq.meta["n_rock_tokens"] = int(is_rock.sum())
         seq.meta["n_rock_mask"] = int(rock.sum())
         if self.spec.windows == "rock":
-            w = self.masker.weights(resp, self.spec.lam)  # Eq. 19
-            seq.meta["n_masked"] = int(rock.sum())
-            return w.tolist()
-        rng = np.random.default_rng(derive_seed(int(seq.meta["seed"]), "random-windows"))
-        if resp.max(initial=0) >= self.bins.size:
-            raise ValueError(f"token id {int(resp.max())} outside the frequency-bin table of {self.bins.size}")
-        m = random_window_mask(rock, self.bins[resp], rng, self.candidates, self.n_bins,
-                               avoid=self.masker.is_rock(resp), sweeps=self.sweeps)
-        seq.meta["n_masked"] = int(m.sum())
-        return np.where(m, self.spec.lam, 1.0).tolist()
+            masked, w = rock, self.masker.weights(resp, self.spec.lam, in_window)  # Eq. 19
+        else:
+            rng = np.random.default_rng(derive_seed(int(seq.meta["seed"]), "random-windows"))
+            if resp.max(initial=0) >= self.bins.size:
+                raise ValueError(f"token id {int(resp.max())} outside the frequency-bin table of {self.bins.size}")
+            masked = random_window_mask(rock, self.bins[resp], rng, self.candidates, self.n_bins,
+                                        avoid=is_rock, sweeps=self.sweeps)
+            w = np.where(masked, self.spec.lam, 1.0)
+        seq.meta["n_masked"] = int(masked.sum())
+        seq.meta["n_zero_weight"] = int((w == 0).sum())  # rollout_step reports it as zero_weight_share
+        return w.tolist()
 
 
 # ----------------------------------------------------------------------------- the SGD lr match
-def lr_match_target(ref_history: pd.DataFrame, n_steps: int) -> float:
-    """ū_ref: the reference arm's mean update norm over its first ``n_steps`` OPD steps."""
-    if "update_norm" not in ref_history.columns:
-        raise ValueError("the reference arm's history has no update_norm column (freeze.update_norm must be true)")
-    h = ref_history.sort_values("step")
+def lr_match_target(history: pd.DataFrame, n_steps: int) -> float:
+    """ū: a run's mean update norm over its first ``n_steps`` OPD steps (the reference arm's: the target ū_ref;
+    a trial run's: ū(η))."""
+    if "update_norm" not in history.columns:
+        raise ValueError("the OPD history has no update_norm column (freeze.update_norm must be true)")
+    h = history.sort_values("step")
     if len(h) < n_steps:
-        raise ValueError(f"the reference arm's history has {len(h)} steps, fewer than lr_match.steps={n_steps}")
+        raise ValueError(f"the OPD history has {len(h)} steps, fewer than lr_match.steps={n_steps}")
     return float(h["update_norm"].iloc[:n_steps].mean())
 
 
@@ -451,11 +456,6 @@ def arm_accuracy(evals: Sequence[pd.DataFrame], points: pd.DataFrame, hard: Sequ
         raise ValueError(f"no evaluation for {sorted(missing)}")
     out = points.merge(table, on="checkpoint", how="left")
     return out.sort_values(["arm", "step"], kind="stable").reset_index(drop=True)
-
-
-def read_json(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
 
 
 def freeze_tables(start_eval: pd.DataFrame, arm_evals: Sequence[pd.DataFrame], arm_jsons: Sequence,

@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from rocktokens.losses import reverse_kl, reverse_kl_grad
+from rocktokens.aggregate import Aggregator
+from rocktokens.losses import reverse_kl_grad
 from rocktokens.rocks import frequency_matched_controls, rock_set
 from rocktokens.seeding import permutation
 
@@ -160,7 +161,7 @@ class GradientAccumulator:
 
     def add(self, logp_s: torch.Tensor, logp_t: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0):
         """One chunk: ``logp_*`` ``[n, V]`` log-softmax of logits/τ, ``labels`` ``[n]`` the emitted tokens."""
-        g = reverse_kl_grad(logp_s, logp_t)
+        g, rkl = reverse_kl_grad(logp_s, logp_t, return_kl=True)
         if temperature != 1.0:
             g = g / temperature
         labels = labels.to(self.device)
@@ -170,7 +171,7 @@ class GradientAccumulator:
         # one [n]·[n, V] product in the chunk's precision, accumulated in float64 (no float64 copy of [n, V])
         self.G += (self.inv[labels].to(g.dtype) @ g).double()
         self.seen.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
-        self.rkl.index_add_(0, labels, reverse_kl(logp_s, logp_t).to(self.device, torch.float64))
+        self.rkl.index_add_(0, labels, rkl.to(self.device, torch.float64))
         slot = self.slot[labels]
         m = slot >= 0
         if m.any():
@@ -343,20 +344,12 @@ def analysis_problems(token_dir, scorer: str) -> list[str]:
     return ids
 
 
-def _aggregator(token_dir, rocks_cfg: Mapping):
-    from rocktokens.aggregate import Aggregator
-
-    db = rocks_cfg.get("duckdb", {})
-    return Aggregator(token_dir, threads=db.get("threads"), memory_limit=db.get("memory_limit"),
-                      temp_directory=db.get("temp_directory"))
-
-
 def build_groups(token_dir, K: int, cfg: Mapping, rocks_cfg: Mapping, post: str, seed: int):
     """Split the analysis problems, select the three groups on the selection split (post-OPD scorer, loss
     ``rocks.loss``). Returns (split frame: problem_id, split; groups frame; info dict)."""
     problems = analysis_problems(token_dir, post)
     sel, meas = split_problems(problems, cfg["selection_fraction"], seed)
-    with _aggregator(token_dir, rocks_cfg) as agg:
+    with Aggregator.from_config(token_dir, rocks_cfg) as agg:
         stats = agg.token_stats(post, rocks_cfg["loss"], problems=sel)
     if K > len(stats):
         raise ValueError(f"chosen K={K} exceeds the {len(stats)} token types seen on the selection split "
@@ -418,7 +411,7 @@ def run_gradient_geometry(student, teacher, rollouts: pd.DataFrame, split: pd.Da
             "n_tokens": int(res.counts.sum()), "n_types_balanced": res.n_types,
             "G_balanced_norm": float(np.linalg.norm(res.G)), "temperature": temperature}
     if token_dir is not None and rocks_cfg is not None:
-        with _aggregator(token_dir, rocks_cfg) as agg:
+        with Aggregator.from_config(token_dir, rocks_cfg) as agg:
             if checkpoint in agg.scorers():
                 st = agg.token_stats(checkpoint, "rkl", problems=measurement_problems(split))
                 mine = res.mean_rkl[st["token_id"].to_numpy()]

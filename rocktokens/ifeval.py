@@ -79,14 +79,20 @@ def stage_nltk_data(out_dir, packages: tuple[str, ...] = ("punkt_tab",), index_u
     return out
 
 
+_PUNKT_FOUND = False  # once found it stays (a staged folder does not vanish mid-run); a miss is checked again
+
+
 def has_punkt() -> bool:
     """Whether NLTK can load the English punkt_tab model (every file of it, not just the folder)."""
-    from nltk.tokenize.punkt import PunktTokenizer
+    global _PUNKT_FOUND
+    if not _PUNKT_FOUND:
+        from nltk.tokenize.punkt import PunktTokenizer
 
-    try:
-        PunktTokenizer("english")
-    except (LookupError, OSError):
-        return False
+        try:
+            PunktTokenizer("english")
+        except (LookupError, OSError):
+            return False
+        _PUNKT_FOUND = True
     return True
 
 

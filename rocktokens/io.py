@@ -74,6 +74,18 @@ def read_parquet(path, what: str = "table") -> pd.DataFrame:
     return pd.read_parquet(p)
 
 
+def write_tsv(df: pd.DataFrame, path, float_format: str = "%.6g") -> None:
+    """A table as TSV (no index; floats with 6 significant digits unless told), written atomically."""
+    with atomic_file(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, float_format=float_format)
+
+
+def read_json(path):
+    """A JSON artifact (``write_json``'s counterpart)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def write_json(obj, path, sort_keys: bool = True) -> None:
     """JSON (UTF-8, indented, trailing newline), written atomically."""
     with atomic_file(path) as tmp:

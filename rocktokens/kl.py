@@ -280,6 +280,12 @@ def _columns(h_s, head_s, h_t, head_t, labels, ws: _Workspace, compiled: bool = 
     return {k: v.float().cpu().numpy() for k, v in zip(FLOAT_COLUMNS, vals)}
 
 
+def scoring_options(tokens_cfg: Mapping) -> dict:
+    """:func:`score_many`'s options from the config's ``tokens`` section (every scoring rule uses the same)."""
+    return {"chunk": tokens_cfg["chunk"], "batch_size": tokens_cfg["batch_size"],
+            "vocab_block": tokens_cfg.get("vocab_block", 4096), "compiled": tokens_cfg.get("compiled", False)}
+
+
 def score_many(
     students: Mapping[str, object],
     teacher,

@@ -267,6 +267,19 @@ def run_shard(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms: Seq
     return pd.concat(parts, ignore_index=True)[list(INDICATOR_COLUMNS)] if parts else empty_indicators()
 
 
+def clear_state(state_dir, empty_parents: int = 0) -> None:
+    """Drop a finished shard's saved chunks (once its output is written), then up to ``empty_parents`` folders
+    above it that are left empty (the benchmark's and all shards' state folders)."""
+    import contextlib
+    import shutil
+
+    state = Path(state_dir)
+    shutil.rmtree(state, ignore_errors=True)
+    for folder in list(state.parents)[:empty_parents]:
+        with contextlib.suppress(OSError):  # not empty: another shard still has state there
+            folder.rmdir()
+
+
 def empty_indicators() -> pd.DataFrame:
     """A shard's indicator table with no rows (typed, so it concatenates with full ones)."""
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INDICATOR_COLUMNS.items()})
@@ -423,11 +436,3 @@ def tables(categories: pd.DataFrame, eff: pd.DataFrame, preds: pd.DataFrame, can
         "multiple_testing": multiple_testing(eff, ko["alpha"], ko["fdr_q"]),
         "sign_test": sign_tests(categories, core, benches),
     }
-
-
-def write_tsv(df: pd.DataFrame, path) -> None:
-    """A table as TSV (floats with 6 significant digits), written atomically."""
-    from rocktokens.io import atomic_file
-
-    with atomic_file(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")

@@ -40,11 +40,15 @@ def reverse_kl(logp_s: torch.Tensor, logp_t: torch.Tensor) -> torch.Tensor:
     return (p_s * (logp_s - logp_t)).sum(-1)
 
 
-def reverse_kl_grad(logp_s: torch.Tensor, logp_t: torch.Tensor) -> torch.Tensor:
-    """∂ D_KL(πθ‖π_T) / ∂ z_student = p_s ⊙ (A − E_{p_s}[A]) with A = log p_s − log p_t (per position)."""
+def reverse_kl_grad(logp_s: torch.Tensor, logp_t: torch.Tensor, return_kl: bool = False):
+    """∂ D_KL(πθ‖π_T) / ∂ z_student = p_s ⊙ (A − E_{p_s}[A]) with A = log p_s − log p_t (per position).
+
+    ``return_kl``: also return E_{p_s}[A] = D_KL(πθ‖π_T) ``[N]``, which the gradient computes anyway."""
     p_s = logp_s.exp()
     a = logp_s - logp_t
-    return p_s * (a - (p_s * a).sum(-1, keepdim=True))
+    kl = (p_s * a).sum(-1, keepdim=True)
+    grad = p_s * (a - kl)
+    return (grad, kl.squeeze(-1)) if return_kl else grad
 
 
 def forward_kl(logp_s: torch.Tensor, logp_t: torch.Tensor) -> torch.Tensor:

@@ -67,10 +67,11 @@ def run_persistence(token_dir, groups: pd.DataFrame, split: pd.DataFrame, early:
                     rocks_cfg) -> tuple[pd.DataFrame, dict]:
     """Per-type mean loss (``rocks.loss``) of the early and late scorers on the measurement split (DuckDB,
     :meth:`rocktokens.aggregate.Aggregator.token_stats`), then :func:`persistence_table` and its summary."""
-    from rocktokens.geometry import _aggregator, measurement_problems
+    from rocktokens.aggregate import Aggregator
+    from rocktokens.geometry import measurement_problems
 
     meas = measurement_problems(split)
-    with _aggregator(token_dir, rocks_cfg) as agg:
+    with Aggregator.from_config(token_dir, rocks_cfg) as agg:
         e = agg.token_stats(early, rocks_cfg["loss"], problems=meas)
         l_ = agg.token_stats(late, rocks_cfg["loss"], problems=meas)
     table = persistence_table(groups, e, l_)

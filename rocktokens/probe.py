@@ -18,10 +18,8 @@ the effective learning rate of Rock Tokens. Two pieces of evidence test it here:
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -29,6 +27,7 @@ import pandas as pd
 import torch
 
 from rocktokens.geometry import GROUP_LABELS, GROUPS, mann_whitney, wilcoxon_paired
+from rocktokens.summary import fnum, fp
 
 log = logging.getLogger("rocktokens.probe")
 
@@ -205,16 +204,6 @@ def _record(update: int, e: dict, s: dict, adaptive: bool, opt_name: str) -> dic
 
 
 # ============================================================================ which rows to watch
-def chosen_rock_files(rocks_dir) -> tuple[Path, Path]:
-    """``(K<K>.parquet, K<K>_controls.parquet)`` of the chosen K (``chosen_K.json``) in a rocks directory."""
-    d = Path(rocks_dir)
-    chosen = d / "chosen_K.json"
-    if not chosen.exists():
-        raise FileNotFoundError(f"no chosen_K.json in {d}")
-    K = int(json.loads(chosen.read_text())["K"])
-    return d / f"K{K}.parquet", d / f"K{K}_controls.parquet"
-
-
 def probe_groups(rock_path, controls_path, stats_path, *, min_freq: int = 5, n_high_kl: int | None = None) -> dict[str, list[int]]:
     """Token ids per probe group: ``rock`` (the definitional rock set R, the same as the freeze arms use),
     ``control`` (its frequency-matched controls) and ``high_kl`` (the ``n_high_kl`` — default |R| — types of
@@ -277,17 +266,17 @@ def arm_table(groups: pd.DataFrame, start: pd.DataFrame, arms: Mapping[str, pd.D
     """Long frame: token_id, group, arm, n, kl_start, kl_end, delta_kl, rel_reduction, for every group token
     measured on the split, per arm. ``start``/``arms[a]``: per-type stats (token_id, freq, mean_loss) of the
     shared starting checkpoint (stage 1) and each arm's final checkpoint on the same occurrences."""
-    s = start.set_index("token_id")
-    g = groups[groups["token_id"].isin(s.index)]
+    from rocktokens.persistence import persistence_table
+
     rows = []
     for arm, st in arms.items():
-        a = st.set_index("token_id")
-        if not a["freq"].sort_index().equals(s["freq"].sort_index()):
-            raise ValueError(f"arm {arm!r} was not scored on the same occurrences as the starting checkpoint")
-        ks, ke = s.loc[g["token_id"], "mean_loss"].to_numpy(float), a.loc[g["token_id"], "mean_loss"].to_numpy(float)
-        rows.append(pd.DataFrame({"token_id": g["token_id"].to_numpy(), "group": g["group"].to_numpy(), "arm": arm,
-                                  "n": s.loc[g["token_id"], "freq"].to_numpy(np.int64), "kl_start": ks, "kl_end": ke,
-                                  "delta_kl": ke - ks, "rel_reduction": (ks - ke) / ks}))
+        try:  # the same per-token start → end table as the persistence check (Figure 3c)
+            t = persistence_table(groups, start, st)
+        except ValueError as e:
+            raise ValueError(f"arm {arm!r} vs the starting checkpoint: {e}") from e
+        t = t.rename(columns={"kl_early": "kl_start", "kl_late": "kl_end"}).assign(arm=arm)
+        t["rel_reduction"] = -t["delta_kl"] / t["kl_start"]
+        rows.append(t[["token_id", "group", "arm", "n", "kl_start", "kl_end", "delta_kl", "rel_reduction"]])
     return pd.concat(rows, ignore_index=True)
 
 
@@ -323,43 +312,35 @@ def verdict(mechanism: dict, outcome: dict) -> str:
 
 
 # ============================================================================ the written finding
-def _p(x) -> str:
-    return "n/a" if x is None or x != x else (f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}")
-
-
-def _f(x, nd=3) -> str:
-    return "n/a" if x is None or x != x else f"{x:.{nd}g}"
-
-
 def paper_checks(geo: Mapping, pers: Mapping, alpha: float) -> list[dict]:
     """The §2.6 claims, each checked on this run (replicated only if significant in the paper's direction)."""
     mw = geo["mann_whitney"]
     out = []
     t = mw["grad_norm:rock_vs_high_kl"]
     out.append({"claim": "rocks have smaller ‖ḡ‖ than rare high-KL tokens (paper: 0.016 vs 0.54, p<1e-30)",
-                "measured": f"median {_f(t['median_a'])} vs {_f(t['median_b'])}, Mann-Whitney p={_p(t['p'])}",
+                "measured": f"median {fnum(t['median_a'])} vs {fnum(t['median_b'])}, Mann-Whitney p={fp(t['p'])}",
                 "replicated": bool(t["p"] < alpha and t["median_a"] < t["median_b"])})
     t = mw["cos_balanced:rock_vs_random"]
     out.append({"claim": "rocks align more with G_balanced than random tokens (paper: median cos 0.040 vs 0.006)",
-                "measured": f"median cos {_f(t['median_a'])} vs {_f(t['median_b'])}, p={_p(t['p'])}; without the "
-                            f"own term {_f(mw['cos_balanced_excl:rock_vs_random']['median_a'])} vs "
-                            f"{_f(mw['cos_balanced_excl:rock_vs_random']['median_b'])}, "
-                            f"p={_p(mw['cos_balanced_excl:rock_vs_random']['p'])}",
+                "measured": f"median cos {fnum(t['median_a'])} vs {fnum(t['median_b'])}, p={fp(t['p'])}; without the "
+                            f"own term {fnum(mw['cos_balanced_excl:rock_vs_random']['median_a'])} vs "
+                            f"{fnum(mw['cos_balanced_excl:rock_vs_random']['median_b'])}, "
+                            f"p={fp(mw['cos_balanced_excl:rock_vs_random']['p'])}",
                 "replicated": bool(t["p"] < alpha and t["median_a"] > t["median_b"])})
     g = pers["groups"]
     hk = g["high_kl"]
     out.append({"claim": "rare high-KL tokens lose KL between the early and late checkpoint (paper: 2.02→0.85, "
                          "Wilcoxon p<1e-8)",
-                "measured": f"median {_f(hk['median_kl_early'])}→{_f(hk['median_kl_late'])}, Wilcoxon "
-                            f"p={_p(hk['wilcoxon_p'])}",
+                "measured": f"median {fnum(hk['median_kl_early'])}→{fnum(hk['median_kl_late'])}, Wilcoxon "
+                            f"p={fp(hk['wilcoxon_p'])}",
                 "replicated": bool(hk["wilcoxon_p"] < alpha and hk["median_delta_kl"] < 0)})
     rk = g["rock"]
     rel = pers.get("relative_delta_rock_vs_high_kl", {})
     out.append({"claim": "rocks persist: their relative KL change is smaller than the high-KL tokens' "
                          "(paper: 0.21→0.19)",
-                "measured": f"rocks median {_f(rk['median_kl_early'])}→{_f(rk['median_kl_late'])} (Wilcoxon "
-                            f"p={_p(rk['wilcoxon_p'])}); relative ΔKL rock vs high-KL median {_f(rel.get('median_a'))}"
-                            f" vs {_f(rel.get('median_b'))}, Mann-Whitney p={_p(rel.get('p'))}",
+                "measured": f"rocks median {fnum(rk['median_kl_early'])}→{fnum(rk['median_kl_late'])} (Wilcoxon "
+                            f"p={fp(rk['wilcoxon_p'])}); relative ΔKL rock vs high-KL median {fnum(rel.get('median_a'))}"
+                            f" vs {fnum(rel.get('median_b'))}, Mann-Whitney p={fp(rel.get('p'))}",
                 "replicated": bool(rel.get("p", 1.0) < alpha and rel.get("median_a", -1) > rel.get("median_b", 0))})
     return out
 
@@ -378,9 +359,9 @@ def finding_markdown(geo: Mapping, pers: Mapping, probe: Mapping | None, alpha: 
               "median KL early→late |", "|---|---|---|---|---|---|"]
     for g in GROUPS:
         a, b = geo["groups"][g], pers["groups"][g]
-        L.append(f"| {GROUP_LABELS[g]} | {a['n_types']} | {_f(a['median_grad_norm'])} | {_f(a['median_cos_balanced'])}"
-                 f" | {_f(a['median_cos_balanced_excl'])} | {_f(b['median_kl_early'])}→{_f(b['median_kl_late'])} "
-                 f"(p={_p(b['wilcoxon_p'])}) |")
+        L.append(f"| {GROUP_LABELS[g]} | {a['n_types']} | {fnum(a['median_grad_norm'])} | {fnum(a['median_cos_balanced'])}"
+                 f" | {fnum(a['median_cos_balanced_excl'])} | {fnum(b['median_kl_early'])}→{fnum(b['median_kl_late'])} "
+                 f"(p={fp(b['wilcoxon_p'])}) |")
     L += ["", "## Is Adam the cause?", ""]
     if probe is None:
         L += ["Not run: no AdamW/SGD arm pair is configured (`geometry.probe.arms`)."]
@@ -389,21 +370,21 @@ def finding_markdown(geo: Mapping, pers: Mapping, probe: Mapping | None, alpha: 
     L += [f"**Verdict: {probe['verdict'].upper()}** at this scale.", "",
           f"Rule: {VERDICT_RULE}", "",
           f"- Mechanism ({o['adaptive']} arm, `{m['param']}` rows, reference = {m['reference']}): median "
-          f"eff_lr(rock)/eff_lr(reference) = {_f(m['median_ratio'])} over {m['n_updates']} updates, Wilcoxon "
-          f"p={_p(m['p'])} → score {m['score']:+d} ({m['note']}).",
+          f"eff_lr(rock)/eff_lr(reference) = {fnum(m['median_ratio'])} over {m['n_updates']} updates, Wilcoxon "
+          f"p={fp(m['p'])} → score {m['score']:+d} ({m['note']}).",
           *([f"- Descriptive: rocks vs their frequency-matched controls, median eff_lr ratio "
-             f"{_f(probe['mechanism_vs_control']['median_ratio'])} (Wilcoxon p={_p(probe['mechanism_vs_control']['p'])})"
+             f"{fnum(probe['mechanism_vs_control']['median_ratio'])} (Wilcoxon p={fp(probe['mechanism_vs_control']['p'])})"
              " — near 1 means the suppression follows frequency, not rock-ness."]
             if probe.get("mechanism_vs_control") else []),
-          f"- Outcome (measurement split, {o['plain']} vs {o['adaptive']}): median d(rock) = {_f(o['median_d_rock'])}"
-          f" vs d({o['reference']}) = {_f(o['median_d_reference'])}, Mann-Whitney p={_p(o['p'])} → score "
+          f"- Outcome (measurement split, {o['plain']} vs {o['adaptive']}): median d(rock) = {fnum(o['median_d_rock'])}"
+          f" vs d({o['reference']}) = {fnum(o['median_d_reference'])}, Mann-Whitney p={fp(o['p'])} → score "
           f"{o['score']:+d}.", "",
           "| group | relative KL reduction stage1→final, " + o["adaptive"] + " | same, " + o["plain"] + " | Wilcoxon p |",
           "|---|---|---|---|"]
     for g in GROUPS:
         x = o["groups"][g]
-        L.append(f"| {GROUP_LABELS[g]} | {_f(x['median_rel_reduction_' + o['adaptive']])} | "
-                 f"{_f(x['median_rel_reduction_' + o['plain']])} | {_p(x['wilcoxon_p'])} |")
+        L.append(f"| {GROUP_LABELS[g]} | {fnum(x['median_rel_reduction_' + o['adaptive']])} | "
+                 f"{fnum(x['median_rel_reduction_' + o['plain']])} | {fp(x['wilcoxon_p'])} |")
     return "\n".join(L) + "\n"
 
 
@@ -412,13 +393,14 @@ def run_probe_analysis(arm_token_dir, token_dir, groups: pd.DataFrame, split: pd
                        alpha: float, rocks_cfg: Mapping) -> tuple[pd.DataFrame, dict]:
     """Arm table (per group token and arm: KL at ``start`` and at the arm's final checkpoint, measurement
     split) and the summary: mechanism check on the adaptive arm's probe, outcome check, verdict."""
-    from rocktokens.geometry import _aggregator, measurement_problems
+    from rocktokens.aggregate import Aggregator
+    from rocktokens.geometry import measurement_problems
 
     meas = measurement_problems(split)
     loss = rocks_cfg["loss"]
-    with _aggregator(token_dir, rocks_cfg) as agg:
+    with Aggregator.from_config(token_dir, rocks_cfg) as agg:
         st = agg.token_stats(start, loss, problems=meas)
-    with _aggregator(arm_token_dir, rocks_cfg) as agg:
+    with Aggregator.from_config(arm_token_dir, rocks_cfg) as agg:
         arms = {a: agg.token_stats(a, loss, problems=meas) for a in (adaptive, plain)}
     table = arm_table(groups, st, arms)
     mech = mechanism_check(probes[adaptive], PROBE_GROUP_OF[reference], alpha)

@@ -52,8 +52,7 @@ def analyse(token_dir, cfg: dict, pre: str, post: str, seed: int, exclude_ids=()
     """Every artifact of the rock analysis as DataFrames/dicts (written by the rule's script)."""
     loss = cfg["loss"]
     ctx = cfg["context"]
-    with Aggregator(token_dir, threads=cfg["duckdb"]["threads"], memory_limit=cfg["duckdb"]["memory_limit"],
-                    temp_directory=cfg["duckdb"].get("temp_directory")) as agg:
+    with Aggregator.from_config(token_dir, cfg) as agg:
         stats = agg.token_stats(post, loss)
         n_types = len(stats)
         bad_K = [K for K in cfg["Ks"] if K > n_types]

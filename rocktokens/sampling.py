@@ -37,7 +37,7 @@ def open_backend(model_dir, tokenizer, generation: dict, seed: int):
 
 
 def generate_for_prompts(backend, tokenizer, df: pd.DataFrame, n: int, params: SamplingParams, seed: int,
-                         purpose: str, dataset: str, banned_ids: Sequence[int] = ()) -> pd.DataFrame:
+                         purpose: str, dataset: str) -> pd.DataFrame:
     """``n`` samples for each row of ``df`` (columns id, prompt): one output row per (problem, sample)."""
     if df.empty:
         raise ValueError(f"{dataset}: no problems to generate for (empty prompt set)")
@@ -47,8 +47,7 @@ def generate_for_prompts(backend, tokenizer, df: pd.DataFrame, n: int, params: S
     reqs, keys = [], []
     for pid, ids in zip(df["id"], prompt_ids):
         for s in range(n):
-            reqs.append(GenerationRequest(prompt_ids=tuple(ids), seed=derive_seed(seed, purpose, dataset, pid, s),
-                                          banned_ids=tuple(banned_ids)))
+            reqs.append(GenerationRequest(prompt_ids=tuple(ids), seed=derive_seed(seed, purpose, dataset, pid, s)))
             keys.append((pid, s))
     results = backend.generate(reqs, params)
     rows = []
@@ -100,13 +99,12 @@ def merge_blocks(blocks: Sequence[pd.DataFrame], prompts: pd.DataFrame) -> pd.Da
     return df.sort_values("id", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
-def evaluate(backend, tokenizer, bench: pd.DataFrame, cfg: dict, seed: int, checkpoint: str, benchmark: str,
-             banned_ids: Sequence[int] = ()) -> pd.DataFrame:
+def evaluate(backend, tokenizer, bench: pd.DataFrame, cfg: dict, seed: int, checkpoint: str, benchmark: str
+             ) -> pd.DataFrame:
     """Per-(problem, sample) correctness of one checkpoint on one benchmark."""
     from rocktokens.world.checker import score
 
-    out = generate_for_prompts(backend, tokenizer, bench, cfg["k"], sampling_params(cfg), seed, "eval", benchmark,
-                               banned_ids)
+    out = generate_for_prompts(backend, tokenizer, bench, cfg["k"], sampling_params(cfg), seed, "eval", benchmark)
     meta = bench.set_index("id")
     out["correct"] = [bool(score(resp, meta.at[pid, "checker"], meta.at[pid, "answer"]))
                       for pid, resp in zip(out["id"], out["response"])]

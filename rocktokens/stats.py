@@ -171,20 +171,6 @@ def bonferroni(p, alpha: float = 0.05) -> np.ndarray:
     return p <= alpha / max(len(p), 1)
 
 
-def bh_adjusted(p) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values: min_{j ≥ i} min(1, n p_(j) / j), back in input order."""
-    p = _pvalues(p)
-    n = len(p)
-    if n == 0:
-        return p
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * n / np.arange(1, n + 1)
-    adj = np.minimum.accumulate(scaled[::-1])[::-1].clip(max=1.0)
-    out = np.empty(n)
-    out[order] = adj
-    return out
-
-
 def benjamini_hochberg(p, q: float) -> np.ndarray:
     """Benjamini–Hochberg (step-up) at FDR level q: reject the k smallest p for the largest k with p_(k) ≤ kq/n."""
     p = _pvalues(p)

@@ -485,7 +485,7 @@ def summary_html(table: pd.DataFrame, run: str) -> str:
 
 def write_summary(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], run: str) -> pd.DataFrame:
     """Read the artifacts, build the table, write ``md``, ``tsv``, ``parquet`` and ``html`` atomically."""
-    from rocktokens.io import atomic_file, write_parquet, write_text
+    from rocktokens.io import write_parquet, write_text, write_tsv
 
     need = {"md", "tsv", "parquet", "html"}
     if need - set(outputs):
@@ -493,8 +493,7 @@ def write_summary(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | 
     table = summary_table(load_artifacts(inputs))
     # all four are rendered before the first is written: a failure leaves none of them
     md, page = summary_markdown(table, run), summary_html(table, run)
-    with atomic_file(outputs["tsv"]) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    write_tsv(table, outputs["tsv"])
     write_parquet(table, outputs["parquet"])
     write_text(page, outputs["html"])
     write_text(md, outputs["md"])

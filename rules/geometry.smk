@@ -6,9 +6,9 @@ GEO = geometry_settings(config)  # resolved checkpoint names; fails at parse tim
 GEO_CFG = config["geometry"]
 PROBE_ARMS = [GEO_CFG["probe"]["arms"]["adaptive"], GEO_CFG["probe"]["arms"]["plain"]]
 # The probe analysis needs the AdamW and SGD OPD arms (rules/freeze.smk, config `arms:`).
-PROBE_ON = all(a in config.get("arms", {}) for a in PROBE_ARMS)
-# The final checkpoint of each arm (rule opd_arm writes opd-1 .. opd-<freeze.n_checkpoints>).
-ARM_FINAL = {a: f"{R}/arms/{a}/opd-{config.get('freeze', {}).get('n_checkpoints', C)}" for a in PROBE_ARMS}
+PROBE_ON = all(a in ARMS for a in PROBE_ARMS)
+# The final checkpoint of each arm (rule opd_arm, rules/freeze.smk).
+ARM_FINAL = {a: f"{R}/arms/{a}/{ARM_CKPTS[-1]}" for a in PROBE_ARMS}
 
 
 # Split the analysis problems (selection | measurement) and select rocks / rare high-KL / random groups on

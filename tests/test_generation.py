@@ -379,17 +379,17 @@ def test_result_validation():
 
 def test_vllm_sampling_kwargs():
     params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=33)
-    kw = sampling_kwargs(GenerationRequest((1, 2), seed=17), params, stop_ids=[3, 9], vocab_size=10)
+    kw = sampling_kwargs(GenerationRequest((1, 2), seed=17), params, stop_ids=[3, 9])
     assert kw["seed"] == 17 and kw["temperature"] == 0.8 and kw["top_p"] == 0.95
     assert kw["max_tokens"] == 33 and kw["logprobs"] == 0
     assert kw["stop_token_ids"] == [3, 9] and kw["ignore_eos"] is True
     assert "extra_args" not in kw and "allowed_token_ids" not in kw  # no ban, no mask
 
-    kw = sampling_kwargs(GenerationRequest((1,), seed=0, banned_ids=(7, 2, 7)), params, stop_ids=[3], vocab_size=10)
+    kw = sampling_kwargs(GenerationRequest((1,), seed=0, banned_ids=(7, 2, 7)), params, stop_ids=[3])
     assert kw["extra_args"] == {BANNED_KEY: [2, 7]}  # read by the -inf logits processor, per request
     assert "allowed_token_ids" not in kw
 
-    kw = sampling_kwargs(GenerationRequest((1,), seed=0), SamplingParams(temperature=0.0, top_p=0.5), stop_ids=[], vocab_size=10)
+    kw = sampling_kwargs(GenerationRequest((1,), seed=0), SamplingParams(temperature=0.0, top_p=0.5), stop_ids=[])
     assert kw["temperature"] == 0.0 and kw["top_p"] == 1.0
 
 

@@ -364,3 +364,16 @@ def test_a_failed_shard_reruns_alone(smoke_dir):
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M)}
     assert jobs == {"knockout_shard": 1, "knockout_effects": 1, "total": 2}
     assert "knockout/shards/ifeval/s001.parquet" in out
+
+
+def test_clear_state_drops_the_shard_and_only_empty_parents(tmp_path):
+    root = tmp_path / "knockout" / "state"
+    for shard in ("math/s000", "math/s001", "ifeval/s000"):
+        (root / shard).mkdir(parents=True)
+        (root / shard / "chunk-0000.parquet").write_text("x")
+    KO.clear_state(root / "math" / "s000", empty_parents=2)
+    assert not (root / "math" / "s000").exists() and (root / "math" / "s001").exists()  # math/ still in use
+    KO.clear_state(root / "math" / "s001", empty_parents=2)
+    assert not (root / "math").exists() and (root / "ifeval" / "s000").exists() and root.exists()
+    KO.clear_state(root / "ifeval" / "s000", empty_parents=2)
+    assert not root.exists() and (tmp_path / "knockout").exists()

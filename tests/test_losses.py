@@ -65,6 +65,9 @@ def test_reverse_kl_matches_definition_and_grad():
     kl = reverse_kl(lps, lpt).sum()
     (g,) = torch.autograd.grad(kl, z_s)
     torch.testing.assert_close(reverse_kl_grad(lps.detach(), lpt), g, rtol=1e-5, atol=1e-6)
+    g2, kl = reverse_kl_grad(lps.detach(), lpt, return_kl=True)
+    torch.testing.assert_close(g2, g, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kl, reverse_kl(lps.detach(), lpt))
     # KL(p||p) = 0, KL >= 0, forward != reverse in general
     assert torch.allclose(reverse_kl(lpt, lpt), torch.zeros(4), atol=1e-6)
     assert (reverse_kl(lps, lpt) >= 0).all() and (forward_kl(lps, lpt) >= 0).all()

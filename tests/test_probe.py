@@ -184,7 +184,8 @@ def test_mechanism_check_scores_direction():
 
 def _arms(rock_gain):
     rng = np.random.default_rng(1)
-    groups = pd.DataFrame({"token_id": range(60), "group": ["rock"] * 20 + ["high_kl"] * 20 + ["random"] * 20})
+    groups = pd.DataFrame({"token_id": range(60), "token": [f"t{i}" for i in range(60)],
+                           "group": ["rock"] * 20 + ["high_kl"] * 20 + ["random"] * 20})
     start = pd.DataFrame({"token_id": range(60), "freq": 5, "mean_loss": rng.uniform(1, 2, 60)})
     adam = start.assign(mean_loss=start["mean_loss"] * 0.9)
     sgd = adam.copy()
@@ -204,7 +205,7 @@ def test_outcome_check_and_verdict_rule():
     assert verdict({"score": 1}, {"score": 0}) == "inconclusive"
     assert verdict({"score": 0}, {"score": 0}) == "inconclusive"
     assert verdict({"score": 1}, {"score": -1}) == "refuted"
-    with pytest.raises(ValueError, match="same occurrences"):
+    with pytest.raises(ValueError, match="arm 'a' vs the starting checkpoint: .*different occurrences"):
         arm_table(t.head(0).assign(token_id=[]), pd.DataFrame({"token_id": [0], "freq": [1], "mean_loss": [1.0]}),
                   {"a": pd.DataFrame({"token_id": [0], "freq": [2], "mean_loss": [1.0]})})
 

@@ -466,11 +466,11 @@ def test_retry_asks_for_more_time_and_memory_capped():
     from rocktokens.cluster import rule_resources
 
     cfg = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
-    res = rule_resources(cfg, "stage2_opd", env={})
+    res = rule_resources(cfg, "stage2_opd")
     mem, rt = res["mem_mb"], res["runtime"]
     assert [mem(None, a) for a in (1, 2, 3)] == [480000, 500000, 500000]  # x1.25, capped at max_mem_mb
     assert [rt(None, a) for a in (1, 2)] == [4320, 4320]  # capped at max_runtime (training resumes)
-    ev = rule_resources(cfg, "evaluate", env={})
+    ev = rule_resources(cfg, "evaluate")
     assert [ev["runtime"](None, a) for a in (1, 2, 3)] == [240, 360, 540]
     assert (res["gpu"], res["gpus"], res["nodes"], res["cpus_per_gpu"], res["gpu_model"]) == (4, 4, 1, 4, "h100")
     assert "slurm_partition" not in res and "slurm_account" not in res  # nothing cluster-specific in the repo

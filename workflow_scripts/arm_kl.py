@@ -1,13 +1,11 @@
 """Rule arm_kl: the arms' final checkpoints teacher-forced on the measurement split (thin wrapper)."""
-from pathlib import Path
-
 import torch
 
 from rocktokens.geometry import measurement_rollouts, pick_devices
 from rocktokens.io import read_parquet, setup_logging
-from rocktokens.kl import score_many
+from rocktokens.kl import score_many, scoring_options
 from rocktokens.models import check_same_vocab, load_model, load_tokenizer
-from rocktokens.tokenizer import load_id_map
+from rocktokens.tokenizer import id_map_of
 from rocktokens.tokens import trajectories, write_token_table
 
 setup_logging(snakemake.log[0])
@@ -20,7 +18,7 @@ arms = {a: load_model(snakemake.input[a], p.dtype, dev_s) for a in p.arms}
 for a, m in arms.items():
     check_same_vocab(tok, load_tokenizer(snakemake.input[a]), teacher, m)
 ro = measurement_rollouts(read_parquet(snakemake.input.rollouts, "rollouts"), read_parquet(snakemake.input.split))
-scored = score_many(arms, teacher, trajectories(ro), chunk=p.tokens["chunk"], batch_size=p.tokens["batch_size"],
-                    max_len=int(teacher.config.max_position_embeddings))
-id_map = load_id_map(snakemake.input.tokenizer) if Path(snakemake.input.tokenizer, "id_map.parquet").exists() else None
+scored = score_many(arms, teacher, trajectories(ro), max_len=int(teacher.config.max_position_embeddings),
+                    **scoring_options(p.tokens))
+id_map = id_map_of(snakemake.input.tokenizer)
 write_token_table(ro, scored, tok, id_map, snakemake.output[0])

@@ -1,12 +1,10 @@
 """Rule figure2: the paper's Figure 2 from the rock-analysis artifacts (thin wrapper)."""
-import json
-
 from rocktokens.figures import figure2
-from rocktokens.io import read_parquet, setup_logging
+from rocktokens.io import read_json, read_parquet, setup_logging
 from rocktokens.rocks import rock_set
 
 setup_logging(snakemake.log[0])
 stats = read_parquet(snakemake.input.stats, "token stats")
-K = json.loads(open(snakemake.input.chosen).read())["K"]
+K = read_json(snakemake.input.chosen)["K"]
 figure2(stats, rock_set(stats, K), read_parquet(snakemake.input.density), read_parquet(snakemake.input.coverage),
         read_parquet(snakemake.input.summary), snakemake.output[0])

@@ -2,7 +2,7 @@
 import pandas as pd
 
 from rocktokens.freeze import freeze_tables
-from rocktokens.io import atomic_file, read_parquet, setup_logging, write_parquet
+from rocktokens.io import read_parquet, setup_logging, write_parquet, write_tsv
 
 setup_logging(snakemake.log[0])
 start = pd.concat([read_parquet(p, "stage-1 evaluation") for p in snakemake.input.start], ignore_index=True)
@@ -12,5 +12,4 @@ acc, arms = freeze_tables(start,
                           snakemake.params.arms, snakemake.params.hard)
 write_parquet(acc, snakemake.output.accuracy_parquet)
 for df, path in ((acc, snakemake.output.accuracy), (arms, snakemake.output.arms)):
-    with atomic_file(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+    write_tsv(df, path, float_format="%.4f")

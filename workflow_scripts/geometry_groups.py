@@ -1,11 +1,9 @@
 """Rule geometry_groups: selection/measurement split and the three §2.6 groups (thin wrapper)."""
-import json
-
 from rocktokens.geometry import build_groups
-from rocktokens.io import setup_logging, write_json, write_parquet
+from rocktokens.io import read_json, setup_logging, write_json, write_parquet
 
 setup_logging(snakemake.log[0])
-K = int(json.loads(open(snakemake.input.chosen).read())["K"])
+K = int(read_json(snakemake.input.chosen)["K"])
 split, groups, info = build_groups(snakemake.input.tokens, K, snakemake.params.cfg, snakemake.params.rocks,
                                    snakemake.params.post, snakemake.params.seed)
 write_parquet(split, snakemake.output.split)

@@ -1,10 +1,8 @@
 """Rule gradient_geometry: ḡ_t, cos with G_balanced, Eq. 16 on the measurement split (thin wrapper)."""
-import json
-
 import torch
 
 from rocktokens.geometry import pick_devices, run_gradient_geometry
-from rocktokens.io import read_parquet, setup_logging, write_json, write_parquet
+from rocktokens.io import read_json, read_parquet, setup_logging, write_json, write_parquet
 from rocktokens.models import load_model
 
 setup_logging(snakemake.log[0])
@@ -17,6 +15,6 @@ table, summary = run_gradient_geometry(
     student, teacher, read_parquet(snakemake.input.rollouts, "rollouts"), read_parquet(snakemake.input.split),
     read_parquet(snakemake.input.groups), chunk=p.tokens["chunk"], batch_size=p.tokens["batch_size"],
     temperature=p.temperature, checkpoint=p.checkpoint, token_dir=snakemake.input.tokens, rocks_cfg=p.rocks)
-summary.update(json.loads(open(snakemake.input.info).read()))
+summary.update(read_json(snakemake.input.info))
 write_parquet(table, snakemake.output.table)
 write_json(summary, snakemake.output.summary)

@@ -1,12 +1,10 @@
 """Rule knockout_plan: the screening pool (top K_screen by R), W(v) and the arms of each shard (thin wrapper)."""
-import json
-
-from rocktokens.io import read_parquet, setup_logging, write_parquet
+from rocktokens.io import read_json, read_parquet, setup_logging, write_parquet
 from rocktokens.knockout import make_plan
 from rocktokens.models import load_tokenizer
 
 setup_logging(snakemake.log[0])
-chosen = json.loads(open(snakemake.input.chosen).read())
+chosen = read_json(snakemake.input.chosen)
 cands, plan = make_plan(read_parquet(snakemake.input.stats, "token stats"),
                         read_parquet(snakemake.input.windows, "high-divergence windows"), chosen,
                         snakemake.params.ko, len(load_tokenizer(snakemake.input.tokenizer)))

@@ -5,8 +5,7 @@ from rocktokens.knockout import predictors
 
 setup_logging(snakemake.log[0])
 rocks = snakemake.params.rocks
-with Aggregator(snakemake.input.tokens, threads=rocks["duckdb"]["threads"],
-                memory_limit=rocks["duckdb"]["memory_limit"], temp_directory=rocks["duckdb"].get("temp_directory")) as agg:
+with Aggregator.from_config(snakemake.input.tokens, rocks) as agg:
     pre = agg.token_stats(snakemake.params.pre, rocks["loss"])
 cands = read_parquet(snakemake.input.candidates, "knockout candidates")
 write_parquet(predictors(read_parquet(snakemake.input.stats, "token stats"), pre, cands["token_id"]), snakemake.output[0])

@@ -1,6 +1,6 @@
 """Rule knockout_tables: Table 1, Table 2, cross-task agreement, multiple testing, sign tests (thin wrapper)."""
-from rocktokens.io import read_parquet, setup_logging, write_parquet
-from rocktokens.knockout import tables, write_tsv
+from rocktokens.io import read_parquet, setup_logging, write_parquet, write_tsv
+from rocktokens.knockout import tables
 
 setup_logging(snakemake.log[0])
 out = tables(read_parquet(snakemake.input.categories), read_parquet(snakemake.input.effects),

@@ -1,12 +1,10 @@
 """Rule token_kl: teacher-force the scorers and the teacher on the post-OPD trajectories (thin wrapper)."""
-from pathlib import Path
-
 import torch
 
 from rocktokens.io import read_parquet, setup_logging
-from rocktokens.kl import score_many
+from rocktokens.kl import score_many, scoring_options
 from rocktokens.models import check_same_vocab, load_model, load_tokenizer
-from rocktokens.tokenizer import load_id_map
+from rocktokens.tokenizer import id_map_of
 from rocktokens.tokens import trajectories, write_token_table
 
 setup_logging(snakemake.log[0])
@@ -18,8 +16,7 @@ students = {s: load_model(snakemake.input[s], snakemake.params.dtype) for s in s
 for s, m in students.items():
     check_same_vocab(tok, load_tokenizer(snakemake.input[s]), teacher, m)
 ro = read_parquet(snakemake.input.rollouts, "rollouts")
-scored = score_many(students, teacher, trajectories(ro), chunk=cfg["chunk"], batch_size=cfg["batch_size"],
-                    max_len=int(teacher.config.max_position_embeddings), vocab_block=cfg.get("vocab_block", 4096),
-                    compiled=cfg.get("compiled", False))
-id_map = load_id_map(snakemake.input.tokenizer) if Path(snakemake.input.tokenizer, "id_map.parquet").exists() else None
+scored = score_many(students, teacher, trajectories(ro), max_len=int(teacher.config.max_position_embeddings),
+                    **scoring_options(cfg))
+id_map = id_map_of(snakemake.input.tokenizer)
 write_token_table(ro, scored, tok, id_map, snakemake.output[0])

@@ -79,7 +79,6 @@ def sampling_kwargs(
     params: SamplingParams,
     *,
     stop_ids: Sequence[int],
-    vocab_size: int,
 ) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams`` for one request (pure).
 
@@ -100,11 +99,8 @@ def sampling_kwargs(
         "skip_special_tokens": False,
     }
     if request.banned_ids:
-        banned = sorted(set(int(b) for b in request.banned_ids))
-        bad = [b for b in banned if not 0 <= b < vocab_size]
-        if bad:
-            raise ValueError(f"banned id(s) {bad[:5]} outside the vocabulary [0, {vocab_size})")
-        kw["extra_args"] = {BANNED_KEY: banned}
+        # ids were checked against the vocabulary by GenerationBackend.generate (validate_requests)
+        kw["extra_args"] = {BANNED_KEY: sorted(set(int(b) for b in request.banned_ids))}
     return kw
 
 
@@ -197,7 +193,7 @@ class VLLMBackend(GenerationBackend):
 
     def _generate(self, requests: list[GenerationRequest], params: SamplingParams) -> list[GenerationResult]:
         sp = [
-            self._vllm.SamplingParams(**sampling_kwargs(r, params, stop_ids=self.stop_ids, vocab_size=self.vocab_size))
+            self._vllm.SamplingParams(**sampling_kwargs(r, params, stop_ids=self.stop_ids))
             for r in requests
         ]
         prompts = [{"prompt_token_ids": list(r.prompt_ids)} for r in requests]

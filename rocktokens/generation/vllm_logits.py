@@ -31,7 +31,6 @@ class BannedIdsLogitsProcessor(LogitsProcessor):
 
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
         self.device = device
-        self.vocab_size = int(vllm_config.model_config.get_vocab_size())
         self.banned: dict[int, tuple[int, ...]] = {}  # batch row -> banned ids
         self.rows = torch.empty(0, dtype=torch.long, device=device)
         self.cols = torch.empty(0, dtype=torch.long, device=device)

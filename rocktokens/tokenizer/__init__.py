@@ -6,7 +6,7 @@
   given corpus exactly like Qwen3, plus ``id_map.parquet`` (:func:`load_id_map`).
 """
 
-from .compact import ID_MAP_FILE, build_compact_tokenizer, load_id_map
+from .compact import ID_MAP_FILE, build_compact_tokenizer, id_map_of, load_id_map
 from .qwen3 import (
     QWEN2_PRETOKENIZE_REGEX,
     QWEN3_ADDED_TOKENS,
@@ -36,6 +36,7 @@ __all__ = [
     "QWEN3_TOKENIZER_LEN",
     "build_compact_tokenizer",
     "build_qwen3_tokenizer",
+    "id_map_of",
     "load_id_map",
     "load_qwen_ranks",
     "qwen3_tiktoken_encoding",

@@ -202,6 +202,12 @@ def build_compact_tokenizer(
     )
 
 
+def id_map_of(dir: str | os.PathLike) -> np.ndarray | None:
+    """:func:`load_id_map` of a compact tokenizer directory; ``None`` for a tokenizer without one (a hub model's
+    own tokenizer, whose ids are already Qwen3 ids)."""
+    return load_id_map(dir) if (Path(dir) / ID_MAP_FILE).exists() else None
+
+
 def load_id_map(dir: str | os.PathLike) -> np.ndarray:
     """``compact_id -> qwen3_id`` as an int64 array (index = compact id).
 

@@ -188,7 +188,8 @@ def stage2(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:
 # ----------------------------------------------------------------------------- rock-freeze / optimizer arms
 def _arm_weights(spec: dict, inputs: dict, arm, tok) -> tuple:
     """The arm's weight function (Eq. 19 / random control), its K, and the rock artifacts the probe may need."""
-    from rocktokens.freeze import ArmWeights, RockMasker, frequency_bins, read_json, resolve_K
+    from rocktokens.freeze import ArmWeights, RockMasker, frequency_bins, resolve_K
+    from rocktokens.io import read_json
 
     if not arm.needs_rocks:
         return ArmWeights(arm), None, {}
@@ -225,16 +226,12 @@ def opd_arm(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:
     schedule laid over those steps. Outputs: checkpoints opd-1..C, history (per step: loss, lr, grad_norm,
     update_norm, masked shares, update/rollout seconds), probe records, and arm.json (resolved settings).
     """
-    from rocktokens.freeze import ArmSpec, probe_frame, share_summary
+    from rocktokens.freeze import ArmSpec, probe_frame
     from rocktokens.io import write_json
 
-    _setup(spec)
-    cfg, fz = spec["stage2"], spec["freeze"]
+    cfg, tok, student, teacher, prompts_df = _stage_inputs(spec, inputs, "stage2", "prompts", "stage-2 prompt set")
+    fz = spec["freeze"]
     arm = ArmSpec(**spec["arm"])
-    tok, student, teacher = _load_pair(inputs, spec.get("dtype", "float32"))
-    prompts_df = read_parquet(inputs["prompts"], "stage-2 prompt set")
-    if prompts_df.empty:
-        raise ValueError(f"stage-2 prompt set {inputs['prompts']} is empty")
     prompts = filter_prompts([encode_prompt(tok, p) for p in prompts_df["prompt"]], cfg["prompt_max_len"])
     ocfg = _opd_config(spec, cfg)
     _check_context(cfg, student)
@@ -281,7 +278,7 @@ def opd_arm(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:
     write_parquet(hist, outputs["history"])
     write_parquet(probe_frame(probe), outputs["probe"])
     write_json({"arm": arm.to_dict(), "K": K, "lr": lr, "lr_match": match, "steps": steps, "updates_per_step": per_step,
-                "checkpoints": dict(zip(ckpt_names, at)), "shares": share_summary(hist)}, outputs["arm"])
+                "checkpoints": dict(zip(ckpt_names, at))}, outputs["arm"])
 
 
 def _lr_match(inputs: dict, fz: dict, lr0: float, fp: str, path: Path, trial) -> dict:
@@ -299,8 +296,7 @@ def _lr_match(inputs: dict, fz: dict, lr0: float, fp: str, path: Path, trial) ->
     target = lr_match_target(read_parquet(inputs["lr_reference"], "reference arm history"), n)
     lr, trace = lr0, []
     for i in range(fz["lr_match"]["iterations"]):
-        hist = pd.DataFrame(trial(lr))
-        measured = float(hist["update_norm"].iloc[:n].mean())
+        measured = lr_match_target(pd.DataFrame(trial(lr)), n)
         trace.append({"lr": lr, "update_norm": measured})
         log.info("lr match %d: lr %.4g gives mean update norm %.4g (target %.4g)", i, lr, measured, target)
         lr = next_lr(lr, measured, target)

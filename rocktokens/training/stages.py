@@ -232,8 +232,6 @@ def run_opd(trainer: Trainer, prompts: Sequence[list[int]], cfg: OPDConfig, seed
             rec["lr_used"] = losses[0]["lr_used"]
             if "update_norm" in losses[0]:
                 rec["update_norm"] = sum(x["update_norm"] for x in losses) / len(losses)
-            rec["zero_weight_share"] = (sum(sum(w == 0 for w in s.weights) for s in seqs if s.weights is not None)
-                                        / sum(s.n_response for s in seqs))
             rec["update_s"] = sum(x["update_s"] for x in losses)
             rec["rollout_s"] = rollout_s
         history.append(rec)
