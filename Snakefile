@@ -38,6 +38,7 @@ include: "rules/report.smk"
 rule all:
     input:
         rules.accuracy_table.output,
+        rules.distillation.output,
         rules.figure2.output,
         rules.rock_analysis.output,
         GEOMETRY_TARGETS,

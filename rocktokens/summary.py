@@ -146,7 +146,7 @@ ARTIFACTS = {  # key -> (kind, required)
     "chosen": ("json", True), "gradients": ("json", True), "persistence": ("json", True),
     "table1": ("tsv", True), "table2": ("tsv", True), "sign_test": ("tsv", True),
     "multiple_testing": ("tsv", True), "freeze_arms": ("tsv", True), "freeze_accuracy": ("tsv", True),
-    "accuracy": ("tsv", True), "probe": ("json", False),
+    "accuracy": ("tsv", True), "probe": ("json", False), "distillation": ("json", False),
 }
 
 
@@ -423,6 +423,13 @@ def accuracy_rows(accuracy: pd.DataFrame, src: str = "eval/accuracy.tsv") -> lis
     return rows
 
 
+def distillation_rows(summary: Mapping, src: str = "eval/distillation.json") -> list[Row]:
+    """Does the distillation work? Paired gains, the gap closed and the OPD KL curve (``rocktokens.distillation``)."""
+    from rocktokens.distillation import summary_rows
+
+    return [Row(SECTIONS[4], q, text, NOT_REPORTED, value, source=src) for q, text, value in summary_rows(summary)]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # table and renderings
 
@@ -436,7 +443,8 @@ def summary_table(artifacts: Mapping) -> pd.DataFrame:
                            s.get("probe", "geometry/optimizer_probe.json")),
             *knockout_rows(a["table1"], a["table2"], a["sign_test"], a["multiple_testing"], s),
             *freeze_rows(a["freeze_arms"], a["freeze_accuracy"], s),
-            *accuracy_rows(a["accuracy"], s["accuracy"])]
+            *accuracy_rows(a["accuracy"], s["accuracy"]),
+            *(distillation_rows(a["distillation"], s["distillation"]) if "distillation" in a else [])]
     return pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
 
 

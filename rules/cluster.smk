@@ -1,6 +1,6 @@
 # Cluster execution (profiles/slurm-h100, profiles/slurm-local; README "Running on a cluster").
-# Included last: every rule defined above gets the config's/environment's SLURM partition and account unless it
-# already names one (GPU rules get theirs from res(): rocktokens.cluster.rule_resources), and before the first
+# Included last: every rule defined above gets the config's/environment's SLURM partition and account (the GPU
+# partition for rules that ask for GPUs) unless it already names one, and before the first
 # job starts the jobs that will run are checked against where they will run (rocktokens.cluster.preflight):
 # a partition that does not exist, a GPU rule on nodes without GPUs, requests no node can hold -- one message.
 from rocktokens.cluster import asks_for_gpus, check_parallelism, placement, preflight

@@ -49,3 +49,31 @@ rule accuracy_table:
         CPU_ENV
     script:
         "../workflow_scripts/accuracy_table.py"
+
+
+# Does the distillation under study work? pass@1 of every checkpoint on the in-distribution benchmark with paired
+# gains (base → stage 1 → final OPD, bootstrap over problems), the share of the teacher–student gap closed, and the
+# OPD reverse-KL curve (rocktokens/distillation.py).
+rule distillation:
+    input:
+        evals=expand(f"{R}/eval/{{ckpt}}/{{bench}}.parquet", ckpt=["teacher", "student_base", "stage1", *OPD_CKPTS],
+                     bench=config["distillation"]["benchmark"]),
+        history=rules.stage2_opd.output.history,
+    output:
+        checkpoints=report(f"{R}/eval/distillation_checkpoints.tsv", caption="../report/distillation.rst",
+                           category="Distillation"),
+        gains=report(f"{R}/eval/distillation_gains.tsv", caption="../report/distillation.rst", category="Distillation"),
+        summary=f"{R}/eval/distillation.json",
+        figure=report(f"{R}/figures/distillation.png", caption="../report/distillation.rst", category="Distillation"),
+    params:
+        benchmark=config["distillation"]["benchmark"],
+        n_resamples=config["distillation"]["bootstrap_resamples"],
+        seed=config["seed"],
+    log:
+        f"{R}/logs/distillation.log",
+    benchmark:
+        f"{R}/benchmarks/distillation.tsv"
+    conda:
+        CPU_ENV
+    script:
+        "../workflow_scripts/distillation.py"

@@ -16,6 +16,7 @@ rule summary:
         freeze_arms=rules.freeze_table.output.arms,
         freeze_accuracy=rules.freeze_table.output.accuracy,
         accuracy=rules.accuracy_table.output.tsv,
+        distillation=rules.distillation.output.summary,
         **({"probe": rules.optimizer_probe.output.summary} if PROBE_ON else {}),
     output:
         md=f"{R}/summary.md",

@@ -137,6 +137,24 @@ def test_bad_cross_field_config_is_named(tmp_path):
     assert proc.returncode != 0 and "evaluate.checkpoints" in proc.stdout + proc.stderr
 
 
+def test_distillation_benchmark_must_be_evaluated(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distillation:\n  benchmark: gsm8k\n")
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0 and "distillation.benchmark" in proc.stdout + proc.stderr
+
+
+def test_distillation_table_of_the_smoke_run(smoke_results):
+    ck = pd.read_csv(smoke_results / "eval/distillation_checkpoints.tsv", sep="\t")
+    assert ck["checkpoint"].tolist() == ["teacher", "student_base", "stage1", "opd-1", "opd-2"]
+    acc = pd.read_parquet(smoke_results / "eval/accuracy.parquet")
+    math_acc = acc[acc["benchmark"] == "math"].set_index("checkpoint")["pass@1"]
+    assert all(abs(math_acc[c] - p) < 1e-4 for c, p in zip(ck["checkpoint"], ck["pass@1"]))
+    summary = json.loads((smoke_results / "eval/distillation.json").read_text())
+    assert summary["final"] == "opd-2" and summary["kl_curve"]["steps"] == 8
+    assert (smoke_results / "figures/distillation.png").stat().st_size > 10_000
+
+
 def test_token_table_and_rock_artifacts(smoke_results):
     r = smoke_results
     t = pd.read_parquet(r / "tokens/kl")

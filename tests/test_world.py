@@ -466,3 +466,24 @@ def test_disjoint_even_when_the_problem_space_is_small():
     w = make_world(tiny, 3)
     statements = [_statement(p) for df in w.values() for p in df["prompt"]]
     assert len(statements) == len(set(statements))
+
+
+# ---- the student corpus's share of teacher-style rows ---------------------------------------------------
+
+
+def test_student_corpus_holds_its_share_of_teacher_style_rows():
+    w = make_world(dict(SMALL, student_teacher_style_fraction=0.3), 7)
+    sc = w["student_corpus"]
+    teacher_style = sc["response"].str.contains(r"\\boxed", regex=True)
+    assert 0.2 < teacher_style.mean() < 0.4
+    base = make_world(SMALL, 7)
+    assert not base["student_corpus"]["response"].str.contains(r"\\boxed", regex=True).any()
+    # the same rows, each in its own style or the teacher's; every other split is untouched
+    assert (sc["prompt"] == base["student_corpus"]["prompt"]).all()
+    same = sc["response"] == base["student_corpus"]["response"]
+    assert (same == ~teacher_style).all()
+    for split in w:
+        if split != "student_corpus":
+            pd.testing.assert_frame_equal(w[split], base[split])
+    for resp, checker, ans in zip(sc["response"], sc["checker"], sc["answer"]):
+        assert score(resp, checker, ans)

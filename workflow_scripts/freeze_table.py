@@ -12,4 +12,4 @@ acc, arms = freeze_tables(start,
                           snakemake.params.arms, snakemake.params.hard)
 write_parquet(acc, snakemake.output.accuracy_parquet)
 for df, path in ((acc, snakemake.output.accuracy), (arms, snakemake.output.arms)):
-    write_tsv(df, path, float_format="%.4f")
+    write_tsv(df, path, float_format="%.4g")

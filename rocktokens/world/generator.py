@@ -90,6 +90,11 @@ from rocktokens.world.styles import cap_first, render
 #:     corpus responses then follow the rule).
 #: ``teacher_self_check_fraction``
 #:     probability that a teacher response carries a "Wait, let me check: ..." line.
+#: ``student_teacher_style_fraction``
+#:     share of ``student_corpus`` rows written in the teacher's style. A real student base has seen the
+#:     teacher's notation (LaTeX, Markdown) and merely prefers its own; with no such rows the tiny student
+#:     learns its arithmetic in its own notation only, and stage-1 KD, which moves it to the teacher's
+#:     notation, has to relearn the arithmetic there (measured: pass@1 0.43 -> 0.25 after KD).
 DEFAULT_WORLD_CONFIG: dict[str, Any] = {
     "n_teacher_corpus": 20000,
     "n_student_corpus": 20000,
@@ -112,6 +117,7 @@ DEFAULT_WORLD_CONFIG: dict[str, Any] = {
     "hard_value_max": 99,
     "instruction_fraction": 0.1,
     "teacher_self_check_fraction": 0.3,
+    "student_teacher_style_fraction": 0.0,
 }
 
 _SIZE_KEYS = tuple(k for k in DEFAULT_WORLD_CONFIG if k.startswith("n_"))
@@ -119,7 +125,7 @@ _INT_KEYS = _SIZE_KEYS + (
     "min_steps", "max_steps", "operand_min", "operand_max", "multiplier_max", "value_max",
     "hard_min_steps", "hard_max_steps", "hard_operand_max", "hard_value_max",
 )
-_FRACTION_KEYS = ("instruction_fraction", "teacher_self_check_fraction")
+_FRACTION_KEYS = ("instruction_fraction", "teacher_self_check_fraction", "student_teacher_style_fraction")
 
 #: Split names in generation order, with the fixed integer mixed into their seeds.
 SPLITS: dict[str, int] = {
@@ -390,6 +396,17 @@ def make_prompt(problem: Problem, rule: str | None, ood: bool = False) -> str:
     return template.format(problem=problem.text, instruction=instruction)
 
 
+def corpus_style(split: str, problem: Problem, student_teacher_style_fraction: float) -> str:
+    """The style a corpus row is written in: the corpus's own, except for a seeded share
+    (``student_teacher_style_fraction``) of student-corpus rows written in the teacher's style."""
+    style = CORPUS_SPLITS[split]
+    if style == "student" and student_teacher_style_fraction > 0:
+        draw = np.random.default_rng(np.random.SeedSequence([problem.seed, 17])).random()
+        if draw < student_teacher_style_fraction:
+            return "teacher"
+    return style
+
+
 def make_world(cfg: dict[str, Any] | None, seed: int) -> dict[str, pd.DataFrame]:
     """Build every split of the world as a DataFrame.
 
@@ -412,7 +429,7 @@ def make_world(cfg: dict[str, Any] | None, seed: int) -> dict[str, pd.DataFrame]
             }
             if split in CORPUS_SPLITS:
                 rec["response"] = render(
-                    p, CORPUS_SPLITS[split], rule=rule,
+                    p, corpus_style(split, p, cfg["student_teacher_style_fraction"]), rule=rule,
                     self_check_fraction=cfg["teacher_self_check_fraction"],
                 )
             records.append(rec)
