@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from rocktokens.stats import paired_bootstrap
+from rocktokens.stats import minimum_detectable_effect, paired_bootstrap
 
 #: the gains the table reports: (name, from, to); "final" is the last OPD checkpoint
 GAINS = (("stage-1 KD", "student_base", "stage1"), ("OPD", "stage1", "final"), ("KD + OPD", "student_base", "final"))
@@ -59,7 +59,8 @@ def distillation_table(evals: pd.DataFrame, benchmark: str, n_resamples: int = 1
 
     Checkpoint table: ``checkpoint, pass@1, ci_lo, ci_hi, n_problems``, in the order teacher, student base,
     stage 1, OPD checkpoints. Gains table: ``gain, from, to, pass_from, pass_to, delta, ci_lo, ci_hi, p``
-    (paired bootstrap over problems). Summary: the final OPD checkpoint, ``gap_closed`` = (final − base) /
+    (paired bootstrap over problems) and ``mde``, the smallest gain this comparison detects with 80 % power at
+    α = 0.05 (:func:`rocktokens.stats.minimum_detectable_effect`). Summary: the final OPD checkpoint, ``gap_closed`` = (final − base) /
     (teacher − base), and the gains by name.
     """
     wide = per_problem(evals, benchmark)
@@ -89,13 +90,14 @@ def distillation_table(evals: pd.DataFrame, benchmark: str, n_resamples: int = 1
         "pass_to": [float(wide[names.get(b, b)].mean()) for _, _, b in GAINS],
         "delta": boot["delta"].to_numpy(), "ci_lo": boot["ci_lo"].to_numpy(), "ci_hi": boot["ci_hi"].to_numpy(),
         "p": boot["p"].to_numpy(),
+        "mde": minimum_detectable_effect(diffs.std(axis=0, ddof=1), n) if n > 1 else np.nan,
     })
     acc = dict(zip(table["checkpoint"], table["pass@1"]))
     gap = acc["teacher"] - acc["student_base"]
     summary = {
         "benchmark": benchmark, "n_problems": n, "final": final, "pass@1": acc,
         "gap_closed": (acc[final] - acc["student_base"]) / gap if gap > 0 else math.nan,
-        "gains": {r["gain"]: {k: r[k] for k in ("delta", "ci_lo", "ci_hi", "p")} for r in gains.to_dict("records")},
+        "gains": {r["gain"]: {k: r[k] for k in ("delta", "ci_lo", "ci_hi", "p", "mde")} for r in gains.to_dict("records")},
     }
     return table, gains, summary
 
@@ -117,8 +119,9 @@ def summary_rows(summary: Mapping) -> list[tuple[str, str, float]]:
     rows = []
     for name in (g for g, _, _ in GAINS):  # in the order of the distillation (the JSON sorts its keys)
         g = summary["gains"][name]
+        mde = f"; detectable ≥ {g['mde']:.3f}" if "mde" in g else ""
         rows.append((f"pass@1 gain, {name} ({summary['benchmark']}, paired)",
-                     f"{g['delta']:+.3f} [{g['ci_lo']:+.3f}, {g['ci_hi']:+.3f}], p = {g['p']:.2g}", g["delta"]))
+                     f"{g['delta']:+.3f} [{g['ci_lo']:+.3f}, {g['ci_hi']:+.3f}], p = {g['p']:.2g}{mde}", g["delta"]))
     rows.append((f"teacher–student gap closed by {summary['final']}", f"{summary['gap_closed']:.0%}",
                  summary["gap_closed"]))
     kl = summary.get("kl_curve")

@@ -458,6 +458,29 @@ def arm_accuracy(evals: Sequence[pd.DataFrame], points: pd.DataFrame, hard: Sequ
     return out.sort_values(["arm", "step"], kind="stable").reset_index(drop=True)
 
 
+def _power_vs_reference(evals: Sequence[pd.DataFrame], arms: Sequence[str], infos: Sequence[Mapping],
+                        hard: Sequence[str], ref: str, alpha: float = 0.05, power: float = 0.80) -> pd.DataFrame:
+    """Per arm: its final checkpoint's pooled pass@1 minus the reference arm's, paired over the hard problems
+    (``delta_vs_reference``), and the minimum detectable difference of that comparison at ``power`` and level
+    ``alpha`` (``mde_vs_reference``, :func:`rocktokens.stats.minimum_detectable_effect` on the SD of the
+    per-problem differences)."""
+    from rocktokens.stats import minimum_detectable_effect
+
+    df = pd.concat(evals, ignore_index=True)
+    df = df[df["benchmark"].isin(hard)]
+    per_problem = df.groupby(["checkpoint", "benchmark", "id"])["correct"].mean().unstack(["benchmark", "id"])
+    finals = {name: f"{name}/{max(checkpoint_steps_of(info).items(), key=lambda kv: kv[1])[0]}"
+              for name, info in zip(arms, infos)}
+    base = per_problem.loc[finals[ref]]
+    rows = []
+    for name in arms:
+        d = (per_problem.loc[finals[name]] - base).dropna().to_numpy()
+        rows.append({"arm": name, "delta_vs_reference": float(d.mean()),
+                     "mde_vs_reference": float(minimum_detectable_effect(d.std(ddof=1), len(d), alpha, power))
+                     if name != ref else np.nan})
+    return pd.DataFrame(rows)
+
+
 def freeze_tables(start_eval: pd.DataFrame, arm_evals: Sequence[pd.DataFrame], arm_jsons: Sequence,
                   histories: Sequence[pd.DataFrame], arms: Sequence[str], hard: Sequence[str],
                   reference: str = "baseline") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -469,7 +492,9 @@ def freeze_tables(start_eval: pd.DataFrame, arm_evals: Sequence[pd.DataFrame], a
       run, its median update seconds and the speed-up of its updates relative to ``reference`` (the first arm if
       there is no arm of that name; median over steps), its final pass@1, and for random-window arms the relative difference of
       their realised masked share from the rock arm of the same λ (``share_vs_rock``; on each trajectory the
-      control is matched exactly: ``matched_ratio`` = masked / rock-mask share on the control's own rollouts).
+      control is matched exactly: ``matched_ratio`` = masked / rock-mask share on the control's own rollouts), and
+      its final pass@1 against the reference arm's, paired over problems, with the minimum detectable difference
+      of that comparison (``delta_vs_reference``, ``mde_vs_reference``: 80 % power, α = 0.05).
     """
     infos = [a if isinstance(a, Mapping) else read_json(a) for a in arm_jsons]
     if not (len(infos) == len(histories) == len(arms)):
@@ -489,6 +514,7 @@ def freeze_tables(start_eval: pd.DataFrame, arm_evals: Sequence[pd.DataFrame], a
         table.append(row)
     out = pd.DataFrame(table)
     ref = reference if reference in set(out["arm"]) else out["arm"].iloc[0]
+    out = out.merge(_power_vs_reference([start_eval, *arm_evals], arms, infos, hard, ref), on="arm", how="left")
     if "update_s_median" in out.columns:
         out["update_speedup"] = float(out.loc[out["arm"] == ref, "update_s_median"].iloc[0]) / out["update_s_median"]
         out["speedup_reference"] = ref

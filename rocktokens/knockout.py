@@ -295,7 +295,7 @@ def per_problem(indicators: pd.DataFrame) -> pd.DataFrame:
 def effects(plan_df: pd.DataFrame, indicators: pd.DataFrame, n_resamples: int, seed: int) -> pd.DataFrame:
     """Δ(v) (Eq. 20) and Δ(W(v)) (Eq. 21) with paired-bootstrap p-values, one row per (benchmark, candidate,
     policy): ``arm``, ``n_banned``, ``acc`` (knockout accuracy), ``baseline_acc``, ``delta``, ``p``, ``ci_lo``,
-    ``ci_hi``, ``n_problems``, ``m``, ``n_resamples``.
+    ``ci_hi``, ``n_problems``, ``m``, ``n_resamples``, ``sd_diff`` (SD over problems of the paired differences).
 
     ``indicators`` holds the baseline arm (``""``) and every arm of ``plan_df``; a benchmark's problems and m must
     be identical across arms (the pairing), else a clear error. The bootstrap resamples are shared by all arms of a
@@ -330,12 +330,29 @@ def effects(plan_df: pd.DataFrame, indicators: pd.DataFrame, n_resamples: int, s
         bs["acc"] = sub[needed].mean(axis=0).to_numpy()
         bs["baseline_acc"] = float(base.mean())
         bs["m"] = int(ms.to_numpy().max())
+        bs["sd_diff"] = diffs.std(axis=0, ddof=1) if len(diffs) > 1 else np.nan
         rows = plan_df[["token_id", "policy", "arm", "n_banned"]].merge(bs, on="arm", how="left")
         rows.insert(0, "benchmark", bench)
         out.append(rows)
     cols = ["benchmark", "token_id", "policy", "arm", "n_banned", "acc", "baseline_acc", "delta", "p", "ci_lo",
-            "ci_hi", "n_problems", "m", "n_resamples"]
+            "ci_hi", "n_problems", "m", "n_resamples", "sd_diff"]
     return pd.concat(out, ignore_index=True)[cols]
+
+
+def power(eff: pd.DataFrame, alpha: float, effect: float = 0.10, power_: float = 0.80) -> pd.DataFrame:
+    """Per benchmark and policy: the minimum detectable Δ of one knockout arm against the baseline (median SD of
+    the per-problem differences over the arms, :func:`rocktokens.stats.minimum_detectable_effect`) and the problems
+    this design (same m) needs so that ``effect`` is detectable with probability ``power_`` at level ``alpha``."""
+    from rocktokens.stats import minimum_detectable_effect, problems_for_effect
+
+    rows = []
+    for (bench, policy), g in eff.groupby(["benchmark", "policy"], sort=False):
+        sd, n = float(g["sd_diff"].median()), int(g["n_problems"].iloc[0])
+        rows.append({"benchmark": bench, "policy": policy, "n_problems": n, "m": int(g["m"].iloc[0]),
+                     "sd_diff": sd, "alpha": alpha, "power": power_,
+                     "mde": float(minimum_detectable_effect(sd, n, alpha, power_)), "effect": effect,
+                     "n_for_effect": problems_for_effect(sd, effect, alpha, power_) if sd > 0 else n})
+    return pd.DataFrame(rows)
 
 
 def categorize(eff: pd.DataFrame, candidates: pd.DataFrame, eps: float, alpha: float) -> pd.DataFrame:
@@ -422,7 +439,8 @@ def make_plan(stats: pd.DataFrame, contexts: pd.DataFrame, chosen: dict, ko: dic
 
 def tables(categories: pd.DataFrame, eff: pd.DataFrame, preds: pd.DataFrame, candidates: pd.DataFrame,
            ko: dict) -> dict[str, pd.DataFrame]:
-    """Rule knockout_tables: Table 1, Table 2 (+ cross-task agreement), multiple testing and the sign tests."""
+    """Rule knockout_tables: Table 1, Table 2 (+ cross-task agreement), multiple testing, the sign tests and the
+    design's power (:func:`power`)."""
     from rocktokens.stats import census, correlation_table, cross_task_agreement, multiple_testing, sign_tests
 
     benches = list(ko["benchmarks"])
@@ -435,4 +453,5 @@ def tables(categories: pd.DataFrame, eff: pd.DataFrame, preds: pd.DataFrame, can
         "agreement": cross_task_agreement(categories, benches),
         "multiple_testing": multiple_testing(eff, ko["alpha"], ko["fdr_q"]),
         "sign_test": sign_tests(categories, core, benches),
+        "power": power(eff, ko["alpha"]),
     }

@@ -82,6 +82,29 @@ def paired_bootstrap(diffs, n_resamples: int = 10_000, seed: int = 0, ci: float 
     return pd.DataFrame({"delta": total / n, "p": p, "ci_lo": lo, "ci_hi": hi, "n_problems": n, "n_resamples": B})
 
 
+# ----------------------------------------------------------------------------------------------- power
+def minimum_detectable_effect(sd_diff, n: int, alpha: float = 0.05, power: float = 0.80):
+    """The smallest paired mean difference a two-sided test at level ``alpha`` detects with probability ``power``
+    over ``n`` problems whose paired differences have standard deviation ``sd_diff`` (normal approximation):
+    (z_{1−α/2} + z_{power}) · sd_diff / √n. Array-valued in ``sd_diff``."""
+    from scipy.stats import norm
+
+    if n < 2:
+        raise ValueError(f"a detectable effect needs at least 2 problems (got {n})")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha}, {power}")
+    return (norm.ppf(1 - alpha / 2) + norm.ppf(power)) * np.asarray(sd_diff, dtype=np.float64) / math.sqrt(n)
+
+
+def problems_for_effect(sd_diff: float, effect: float, alpha: float = 0.05, power: float = 0.80) -> int:
+    """How many problems a paired comparison needs so that ``effect`` is its minimum detectable effect."""
+    from scipy.stats import norm
+
+    if effect <= 0:
+        raise ValueError(f"effect must be > 0, got {effect}")
+    return max(2, math.ceil(((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * float(sd_diff) / effect) ** 2))
+
+
 # ----------------------------------------------------------------------------------------------- Eq. 22
 def classify(delta_token, p_token, delta_window, p_window, eps: float = 0.01, alpha: float = 0.05) -> np.ndarray:
     """Eq. 22: the category of each candidate from its token-level (Eq. 20) and window-level (Eq. 21) effects.

@@ -147,6 +147,7 @@ ARTIFACTS = {  # key -> (kind, required)
     "table1": ("tsv", True), "table2": ("tsv", True), "sign_test": ("tsv", True),
     "multiple_testing": ("tsv", True), "freeze_arms": ("tsv", True), "freeze_accuracy": ("tsv", True),
     "accuracy": ("tsv", True), "probe": ("json", False), "distillation": ("json", False),
+    "knockout_power": ("tsv", False),
 }
 
 
@@ -401,6 +402,26 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
                         f"{float(last['pass@1']):.3f} [{float(last['ci_low']):.3f}, {float(last['ci_high']):.3f}]"
                         f" (step 0: {s0})", qual.get(kind, "beyond the paper"), float(last["pass@1"]),
                         source=src["freeze_accuracy"], note="95 % interval over problems"))
+    if "mde_vs_reference" in arms.columns and arms["mde_vs_reference"].notna().any():
+        mde = arms["mde_vs_reference"].dropna()
+        rows.append(Row(S, f"minimum detectable difference of an arm's final pass@1 from {ref}'s (80 % power, α = 0.05)",
+                        f"{float(mde.median()):.3f} (median over arms; {float(mde.min()):.3f}–{float(mde.max()):.3f})",
+                        NOT_REPORTED, float(mde.median()), source=src["freeze_arms"],
+                        note="paired over the pooled hard problems (mean over seeds per problem)"))
+    return rows
+
+
+def power_rows(power: pd.DataFrame, src: str = "knockout/power.tsv") -> list[Row]:
+    """Per knockout benchmark (token policy): the minimum detectable Δ and the problems a 10-point Δ needs."""
+    _cols(power, ["benchmark", "policy", "n_problems", "m", "mde", "effect", "n_for_effect"], src)
+    rows = []
+    for _, r in power[power["policy"] == "token"].iterrows():
+        name = PAPER["census"].get(r["benchmark"], {}).get("name", r["benchmark"])
+        rows.append(Row(SECTIONS[2], f"minimum detectable Δ of a token knockout, 80 % power ({r['benchmark']} ↔ {name})",
+                        f"{float(r['mde']):.3f} with {int(r['n_problems'])} problems × {int(r['m'])} samples "
+                        f"({int(r['n_for_effect'])} problems for Δ = {float(r['effect']):.2f})",
+                        NOT_REPORTED, float(r["mde"]), source=src,
+                        note="median SD of the paired per-problem differences over the arms"))
     return rows
 
 
@@ -442,6 +463,7 @@ def summary_table(artifacts: Mapping) -> pd.DataFrame:
             *geometry_rows(a["gradients"], a["persistence"], a.get("probe"), s["gradients"], s["persistence"],
                            s.get("probe", "geometry/optimizer_probe.json")),
             *knockout_rows(a["table1"], a["table2"], a["sign_test"], a["multiple_testing"], s),
+            *(power_rows(a["knockout_power"], s["knockout_power"]) if "knockout_power" in a else []),
             *freeze_rows(a["freeze_arms"], a["freeze_accuracy"], s),
             *accuracy_rows(a["accuracy"], s["accuracy"]),
             *(distillation_rows(a["distillation"], s["distillation"]) if "distillation" in a else [])]

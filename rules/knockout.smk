@@ -124,6 +124,7 @@ rule knockout_tables:
         multiple_testing=report(f"{R}/knockout/multiple_testing.tsv", caption="../report/multiple_testing.rst",
                                 category="Knockout"),
         sign_test=report(f"{R}/knockout/sign_test.tsv", caption="../report/sign_test.rst", category="Knockout"),
+        power=report(f"{R}/knockout/power.tsv", caption="../report/power.rst", category="Knockout"),
     params:
         ko=KO,
     log:

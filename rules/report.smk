@@ -13,6 +13,7 @@ rule summary:
         table2=rules.knockout_tables.output.table2,
         sign_test=rules.knockout_tables.output.sign_test,
         multiple_testing=rules.knockout_tables.output.multiple_testing,
+        knockout_power=rules.knockout_tables.output.power,
         freeze_arms=rules.freeze_table.output.arms,
         freeze_accuracy=rules.freeze_table.output.accuracy,
         accuracy=rules.accuracy_table.output.tsv,

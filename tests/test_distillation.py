@@ -38,6 +38,9 @@ def test_table_pairs_the_gains_over_problems(evals):
     assert g.loc["KD + OPD", "delta"] == pytest.approx(g.loc["stage-1 KD", "delta"] + g.loc["OPD", "delta"])
     for r in gains.itertuples():
         assert r.ci_lo <= r.delta <= r.ci_hi and r.delta > 0 and r.p < 0.01
+    for r in gains.to_dict("records"):  # the smallest gain the paired comparison detects (80 % power, α = 0.05)
+        d = wide[r["to"]] - wide[r["from"]]
+        assert r["mde"] == pytest.approx(2.8016 * d.std(ddof=1) / np.sqrt(len(d)), rel=1e-3)
     acc = dict(zip(table["checkpoint"], table["pass@1"]))
     assert summary["gap_closed"] == pytest.approx((acc["opd-10"] - acc["student_base"]) / (1 - acc["student_base"]))
     assert all(r.ci_lo <= r._2 <= r.ci_hi for r in table.itertuples())

@@ -369,4 +369,9 @@ def test_smoke_arms(smoke_results):
     assert acc["pass@1"].between(0, 1).all() and (acc["ci_low"] <= acc["pass@1"]).all()
     table = pd.read_csv(r / "freeze/arms.tsv", sep="\t")
     assert set(table["arm"]) == set(arms) and table["masked_share"].between(0, 1).all()
+    ref = table.set_index("arm").loc["baseline"]
+    assert ref["delta_vs_reference"] == 0 and np.isnan(ref["mde_vs_reference"])
+    final = acc[acc["step"] == 2].set_index("arm")["pass@1"]
+    for _, row in table.iterrows():  # paired over the same problems: the difference of the two pooled means
+        assert row["delta_vs_reference"] == pytest.approx(final[row["arm"]] - final["baseline"], abs=1e-3)
     assert (r / "figures/figure5.png").stat().st_size > 10_000

@@ -216,6 +216,12 @@ def test_effects_from_per_problem_indicators():
     assert eff.loc["token", "delta"] == 0 and eff.loc["token", "p"] == 1.0
     assert eff.loc["window", "delta"] == pytest.approx(-0.5) and eff.loc["window", "baseline_acc"] == 0.625
     assert eff.loc["window", "acc"] == pytest.approx(0.125) and eff.loc["window", "m"] == 2
+    assert eff.loc["token", "sd_diff"] == 0  # identical to the baseline on every problem
+    assert eff.loc["window", "sd_diff"] == pytest.approx(np.std([-1, -0.5, 0, -0.5], ddof=1))
+    pw = KO.power(eff.reset_index(), alpha=0.05).set_index("policy")
+    assert pw.loc["window", "mde"] == pytest.approx(2.8016 * eff.loc["window", "sd_diff"] / 2, rel=1e-3)
+    assert pw.loc["window", "n_problems"] == 4 and pw.loc["window", "m"] == 2
+    assert pw.loc["window", "n_for_effect"] > 4
     cands = pd.DataFrame({"token_id": [1], "rank": [1], "token": ["a"], "in_core": [True]})
     cats = KO.categorize(eff.reset_index(), cands, 0.01, 0.05)
     assert cats.loc[0, "delta_token"] == 0 and cats.loc[0, "delta_window"] == -0.5 and cats.loc[0, "n_window"] == 2

@@ -146,3 +146,22 @@ def test_correlation_table_matches_scipy():
     ref = sps.pearsonr(preds["a"], deltas["delta"])
     assert t.loc["a", "r"] == pytest.approx(ref.statistic) and t.loc["a", "p"] == pytest.approx(ref.pvalue)
     assert np.isnan(t.loc["b", "r"]) and t.loc["a", "n"] == 40  # constant predictor: r undefined
+
+
+# ----------------------------------------------------------------------------------------------- power
+def test_minimum_detectable_effect_has_the_power_it_claims():
+    sd, n = 0.4, 150
+    mde = float(S.minimum_detectable_effect(sd, n, 0.05, 0.80))
+    assert mde == pytest.approx((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * sd / np.sqrt(n))
+    # simulated paired differences with mean = MDE: a two-sided z-test at 0.05 rejects ~80 % of the time
+    rng = np.random.default_rng(0)
+    d = rng.normal(mde, sd, size=(4000, n))
+    z = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))
+    assert 0.76 < (np.abs(z) > sps.norm.ppf(0.975)).mean() < 0.84
+    # the number of problems for an effect inverts it
+    assert S.problems_for_effect(sd, mde) in (n, n + 1)
+    assert S.problems_for_effect(sd, 0.10) > S.problems_for_effect(sd, 0.20)
+    with pytest.raises(ValueError):
+        S.minimum_detectable_effect(sd, 1)
+    with pytest.raises(ValueError):
+        S.problems_for_effect(sd, 0.0)

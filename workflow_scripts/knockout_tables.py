@@ -8,5 +8,5 @@ out = tables(read_parquet(snakemake.input.categories), read_parquet(snakemake.in
 for key in ("table1", "table2"):
     write_tsv(out[key], snakemake.output[key])
     write_parquet(out[key], snakemake.output[f"{key}_parquet"])
-for key in ("agreement", "multiple_testing", "sign_test"):
+for key in ("agreement", "multiple_testing", "sign_test", "power"):
     write_tsv(out[key], snakemake.output[key])
