@@ -20,6 +20,8 @@ RSS (getrusage(RUSAGE_SELF).ru_maxrss) is its own:
 Peak memory is reported *net of the load-only baseline* (peak RSS of the run − peak RSS of a process that
 only loaded the models and built the sequence, same T). Time is the minimum over --repeats timed calls after
 one warm-up call in the same process. Throughput ratio ours/(b) = time(b) / time(ours) on the same sequence.
+``--device cuda`` (make gpu-check) runs every child on the GPU: peak memory is then the GPU's peak allocated memory
+(torch.cuda.max_memory_allocated), net of the load-only child's, and timings synchronise the device.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def _models():
     return build(64, 1), build(96, 2)
 
 
-def _child(mode: str, T: int, chunk: int, repeats: int, vocab_block: int = 4096) -> dict:
+def _child(mode: str, T: int, chunk: int, repeats: int, vocab_block: int = 4096, device: str = "cpu") -> dict:
     import gc
 
     import torch
@@ -58,11 +60,22 @@ def _child(mode: str, T: int, chunk: int, repeats: int, vocab_block: int = 4096)
     from rocktokens.kl import columns_from_logits, score_sequences
     from rocktokens.training.batches import TokenSequence
 
-    student, teacher = _models()
+    cuda = device.startswith("cuda")
+    student, teacher = (m.to(device) for m in _models())
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 151_643, (T,), generator=g)
     seq = TokenSequence(ids=ids.tolist(), prompt_len=PROMPT)
+    ids = ids.to(device)
     gc.collect()
+
+    def peak_mb():  # on a GPU: peak allocated device memory (the load-only child gives the models' own)
+        if cuda:
+            return torch.cuda.max_memory_allocated() / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
     out = {"mode": mode, "T": T, "chunk": chunk}
 
     def ours(compiled):
@@ -97,12 +110,14 @@ def _child(mode: str, T: int, chunk: int, repeats: int, vocab_block: int = 4096)
         times = {k: [] for k in race}
         for _ in range(repeats):
             for k, f in race.items():
+                sync()
                 t0 = time.perf_counter()
                 f()
+                sync()
                 times[k].append(time.perf_counter() - t0)
         out["race"] = {k: min(v) for k, v in times.items()}
         out["race_times"] = times
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        out["peak_rss_mb"] = peak_mb()
         return out
     fn = None if mode == "load" else fns[mode]
     if fn is not None:
@@ -111,19 +126,24 @@ def _child(mode: str, T: int, chunk: int, repeats: int, vocab_block: int = 4096)
         out["warmup_s"] = time.perf_counter() - t0
         times = []
         for _ in range(repeats):
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             times.append(time.perf_counter() - t0)
         if times:
             out["time_s"] = min(times)
             out["times_s"] = times
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    out["peak_rss_mb"] = peak_mb()
     return out
+
+
+DEVICE = "cpu"  # set by --device; every child runs there
 
 
 def _run(mode, T, chunk, repeats, vocab_block=4096):
     cmd = [sys.executable, __file__, "--child", mode, "--T", str(T), "--chunk", str(chunk), "--repeats", str(repeats),
-           "--vocab-block", str(vocab_block)]
+           "--vocab-block", str(vocab_block), "--device", DEVICE]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -149,11 +169,14 @@ def main():
     ap.add_argument("--chunk-compiled", type=int, default=64, help="chunk of the compiled variant")
     ap.add_argument("--mem-T", type=int, nargs="*", default=[512, 1024, 2048], help="T values of the memory series")
     ap.add_argument("--no-compiled", action="store_true", help="skip the torch.compile variant")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: times on the GPU, memory = peak allocated on it")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(_child(a.child, a.T, a.chunk, a.repeats, a.vocab_block)))
+        print(json.dumps(_child(a.child, a.T, a.chunk, a.repeats, a.vocab_block, a.device)))
         return
+    global DEVICE
+    DEVICE = a.device
     if a.T <= PROMPT + 1:
         ap.error(f"--T must exceed the prompt length {PROMPT}")
 

@@ -50,7 +50,7 @@ ENV = {
 
 #: Rules that are launched with ``training.launcher`` (one process per GPU) and rules whose generation runs in
 #: vLLM with ``generation.tensor_parallel_size`` (GPU count must be a multiple of it).
-LAUNCHED_RULES = ("stage1_kd", "stage2_opd")
+LAUNCHED_RULES = ("stage1_kd", "stage2_opd", "opd_arm")
 
 
 class ClusterError(RuntimeError):

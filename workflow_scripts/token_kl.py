@@ -3,7 +3,7 @@ import torch
 
 from rocktokens.io import read_parquet, setup_logging
 from rocktokens.kl import score_many, scoring_options
-from rocktokens.models import check_same_vocab, load_model, load_tokenizer
+from rocktokens.models import check_same_vocab, load_model, load_tokenizer, scoring_devices
 from rocktokens.tokenizer import id_map_of
 from rocktokens.tokens import trajectories, write_token_table
 
@@ -11,8 +11,9 @@ setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 cfg = snakemake.params.cfg
 tok = load_tokenizer(snakemake.input.tokenizer)
-teacher = load_model(snakemake.input.teacher, snakemake.params.dtype)
-students = {s: load_model(snakemake.input[s], snakemake.params.dtype) for s in snakemake.params.scorers}
+dev_t, dev_s = scoring_devices(len(snakemake.params.scorers))  # the rule's GPUs (CPU in the embedded world)
+teacher = load_model(snakemake.input.teacher, snakemake.params.dtype, dev_t)
+students = {s: load_model(snakemake.input[s], snakemake.params.dtype, d) for s, d in zip(snakemake.params.scorers, dev_s)}
 for s, m in students.items():
     check_same_vocab(tok, load_tokenizer(snakemake.input[s]), teacher, m)
 ro = read_parquet(snakemake.input.rollouts, "rollouts")

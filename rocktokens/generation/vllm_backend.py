@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from .base import (
@@ -134,7 +135,8 @@ class VLLMBackend(GenerationBackend):
     override it), ``dtype`` ("auto"), ``enforce_eager`` (False),
     ``gpu_memory_utilization`` (0.9), ``max_model_len`` (model default),
     ``batch_invariant`` (False), ``progress`` (True), ``llm_kwargs`` (dict of
-    further ``vllm.LLM`` arguments).
+    further ``vllm.LLM`` arguments), ``n_tokens`` (the tokenizer's size: output
+    rows at or beyond it are embedding padding and are never sampled).
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class VLLMBackend(GenerationBackend):
             "batch_invariant",
             "progress",
             "llm_kwargs",
+            "n_tokens",
         }
         unknown = sorted(set(options) - known)
         if unknown:
@@ -187,11 +190,18 @@ class VLLMBackend(GenerationBackend):
         if bad:
             raise ValueError(f"stop id(s) {bad} outside the vocabulary [0, {self.vocab_size})")
         self.progress = bool(options.get("progress", True))
+        n_tokens = options.get("n_tokens")
+        if n_tokens is not None and not 0 < int(n_tokens) <= self.vocab_size:
+            raise ValueError(f"n_tokens {n_tokens} outside (0, {self.vocab_size}]")
+        # output rows at or beyond the tokenizer's size are embedding padding: never sampled (as in HFBackend)
+        self.padding_ids = tuple(range(int(n_tokens), self.vocab_size)) if n_tokens is not None else ()
 
     def _is_closed(self) -> bool:
         return self.llm is None
 
     def _generate(self, requests: list[GenerationRequest], params: SamplingParams) -> list[GenerationResult]:
+        if self.padding_ids:
+            requests = [replace(r, banned_ids=tuple(r.banned_ids) + self.padding_ids) for r in requests]
         sp = [
             self._vllm.SamplingParams(**sampling_kwargs(r, params, stop_ids=self.stop_ids))
             for r in requests

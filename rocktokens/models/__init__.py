@@ -8,6 +8,7 @@ from rocktokens.models.core import (
     load_tokenizer,
     output_weight,
     save_checkpoint,
+    scoring_devices,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "load_tokenizer",
     "output_weight",
     "save_checkpoint",
+    "scoring_devices",
 ]

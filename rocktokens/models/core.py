@@ -77,6 +77,17 @@ def load_model(path, dtype: str = "float32", device: str | torch.device = "cpu")
     return model.to(device)
 
 
+def scoring_devices(n_students: int) -> tuple[str, list[str]]:
+    """Where a scoring job puts its models: the teacher alone on the first GPU, the students round-robin over the
+    others (all on the one GPU when there is one; CPU without GPUs). Teacher-forced scoring moves each chunk's
+    hidden states to the other model's device (``rocktokens.kl``), so any placement gives the same numbers."""
+    if not torch.cuda.is_available():
+        return "cpu", ["cpu"] * n_students
+    n = torch.cuda.device_count()
+    others = [f"cuda:{i}" for i in range(1, n)] or ["cuda:0"]
+    return "cuda:0", [others[i % len(others)] for i in range(n_students)]
+
+
 def load_tokenizer(path):
     from transformers import AutoTokenizer
 

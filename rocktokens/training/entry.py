@@ -138,16 +138,43 @@ def _opd_config(spec: dict, cfg: dict) -> OPDConfig:
     )
 
 
-def _backend_factory(tok, ocfg: OPDConfig):
-    from rocktokens.generation.hf import HFBackend
-
+def _backend_factory(tok, ocfg: OPDConfig, spec: dict | None = None, model_dir=None):
+    """What generates the OPD rollouts (``stage2.rollout_backend``): ``hf`` -- ``generate`` on the training model;
+    ``vllm`` -- one colocated engine (:class:`~rocktokens.generation.rollouts.RolloutEngine`) started from
+    ``model_dir`` on first use and reused by every run of this process (each run syncs its weights in first)."""
     sids = stop_ids(tok)
+    cfg = (spec or {}).get("stage2", {})
+    if cfg.get("rollout_backend", "hf") == "hf":
+        from rocktokens.generation.hf import HFBackend
+
+        def factory(model):
+            return HFBackend(model=model, stop_ids=sids, pad_id=tok.pad_token_id, batch_size=ocfg.gen_batch_size,
+                             n_tokens=len(tok))
+
+        return factory
+    from rocktokens.generation.rollouts import RolloutEngine
+    from rocktokens.generation.vllm_backend import import_vllm
+
+    engine: list[RolloutEngine] = []
 
     def factory(model):
-        return HFBackend(model=model, stop_ids=sids, pad_id=tok.pad_token_id, batch_size=ocfg.gen_batch_size,
-                         n_tokens=len(tok))
+        if not engine:
+            import_vllm()  # one clear error when vLLM is absent
+            engine.append(RolloutEngine(
+                str(model_dir), stop_ids=sids, trainer_vocab=int(model.get_output_embeddings().weight.shape[0]),
+                n_tokens=len(tok), options=cfg.get("rollout_engine"), dtype=spec["generation"].get("dtype", "auto"),
+                max_model_len=ocfg.prompt_max_len + ocfg.max_new_tokens, seed=spec["seed"]))
+        return engine[0]
 
     return factory
+
+
+def _require_rollout_backend(spec: dict) -> None:
+    """Before any model is loaded: a ``vllm`` rollout backend needs vLLM in this environment."""
+    if spec["stage2"].get("rollout_backend", "hf") == "vllm":
+        from rocktokens.generation.vllm_backend import import_vllm
+
+        import_vllm()
 
 
 def _check_context(cfg: dict, student) -> None:
@@ -164,6 +191,7 @@ def _ckpt_names(outputs: dict) -> list[str]:
 
 def stage2(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:
     """Stage 2: on-policy distillation with pure reverse KL (Eq. 1); C checkpoints + the training history."""
+    _require_rollout_backend(spec)
     cfg, tok, student, teacher, prompts_df = _stage_inputs(spec, inputs, "stage2", "prompts", "stage-2 prompt set")
     prompts = filter_prompts([encode_prompt(tok, p) for p in prompts_df["prompt"]], cfg["prompt_max_len"])
     ocfg = _opd_config(spec, cfg)
@@ -181,7 +209,7 @@ def stage2(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:
     log.info("stage-2 OPD: %d prompts, %d steps x %d updates, checkpoints at steps %s", len(prompts), steps,
              total_updates // steps, at)
     history = run_opd(trainer, prompts, ocfg, spec["seed"], {s: Path(outputs[n]) for s, n in zip(at, ckpt_names)},
-                      cfg["save_every"], _backend_factory(tok, ocfg))
+                      cfg["save_every"], _backend_factory(tok, ocfg, spec, inputs["student"]))
     write_parquet(pd.DataFrame(history), outputs["history"])
 
 
@@ -229,6 +257,7 @@ def opd_arm(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:
     from rocktokens.freeze import ArmSpec, probe_frame
     from rocktokens.io import write_json
 
+    _require_rollout_backend(spec)
     cfg, tok, student, teacher, prompts_df = _stage_inputs(spec, inputs, "stage2", "prompts", "stage-2 prompt set")
     fz = spec["freeze"]
     arm = ArmSpec(**spec["arm"])
@@ -247,7 +276,7 @@ def opd_arm(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:
         raise ValueError(f"{len(ckpt_names)} checkpoints do not fit in {steps} steps")
     weight_fn, K, arts = _arm_weights(spec, inputs, arm, tok)
     fp = fingerprint(spec, inputs.values())
-    factory = _backend_factory(tok, ocfg)
+    factory = _backend_factory(tok, ocfg, spec, inputs["student"])
     mp = _mixed_precision(spec)
     base = {**cfg, "optimizer": arm.optimizer}
     lr = float(arm.lr if arm.lr is not None else cfg["lr"])

@@ -162,7 +162,11 @@ def rollout_step(trainer: Trainer, backend, prompts: Sequence[list[int]], step: 
         for r in range(cfg.rollouts_per_prompt)
     ]
     trainer.model.eval()
+    if hasattr(backend, "sync"):  # an engine of its own (vLLM): give it the trainer's current weights first
+        backend.sync(trainer)
     results = backend.generate(reqs, SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens))
+    if hasattr(backend, "release"):  # and its GPU memory back to the trainer for the updates
+        backend.release()
     seqs = []
     for q, res in zip(reqs, results):
         if not res.token_ids:
