@@ -206,7 +206,7 @@ def generate_arms(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms:
     Raises ``RuntimeError`` if a generated sequence contains one of its banned ids (never expected).
     """
     from rocktokens.training.stages import encode_prompt
-    from rocktokens.world.checker import score
+    from rocktokens.world.checker import grade
 
     m = check_samples(m)
     for name, df in benches.items():
@@ -218,14 +218,17 @@ def generate_arms(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms:
     reqs, keys = build_requests(prompt_ids, problem_ids, arms, m, seed)
     results = backend.generate(reqs, params)
     meta = {b: df.assign(id=df["id"].astype(str)).set_index("id") for b, df in benches.items()}
-    rows = []
+    rows, n_timeouts = [], 0
     for (arm, bench, pid, s), q, r in zip(keys, reqs, results):
         if q.banned_ids and set(r.token_ids) & set(q.banned_ids):
             raise RuntimeError(f"arm {arm!r}, {bench}/{pid} sample {s}: a banned id was generated")
         resp = tokenizer.decode(r.token_ids, skip_special_tokens=True)
-        ok = bool(score(resp, meta[bench].at[pid, "checker"], meta[bench].at[pid, "answer"]))
-        rows.append({"arm": arm, "benchmark": bench, "id": pid, "sample": s, "correct": ok,
+        verdict = grade(resp, meta[bench].at[pid, "checker"], meta[bench].at[pid, "answer"])
+        n_timeouts += bool(verdict.timed_out)
+        rows.append({"arm": arm, "benchmark": bench, "id": pid, "sample": s, "correct": bool(verdict.correct),
                      "n_tokens": len(r.token_ids), "finish_reason": r.finish_reason})
+    if n_timeouts:
+        log.warning("%d of %d answer checks timed out (scored incorrect)", n_timeouts, len(rows))
     return pd.DataFrame(rows)
 
 

@@ -31,7 +31,7 @@ def open_backend(model_dir, tokenizer, generation: dict, seed: int):
                 "n_tokens": len(tokenizer)}
     else:
         keys = ("tensor_parallel_size", "dtype", "gpu_memory_utilization", "max_model_len")
-        opts = {k: generation[k] for k in keys if k in generation} | {"seed": seed}
+        opts = {k: generation[k] for k in keys if k in generation} | {"seed": seed, "n_tokens": len(tokenizer)}
     return make_backend(generation["backend"], str(model_dir), stop_ids=stop_ids(tokenizer),
                         batch_size=generation["batch_size"], **opts)
 
@@ -101,34 +101,46 @@ def merge_blocks(blocks: Sequence[pd.DataFrame], prompts: pd.DataFrame) -> pd.Da
 
 def evaluate(backend, tokenizer, bench: pd.DataFrame, cfg: dict, seed: int, checkpoint: str, benchmark: str
              ) -> pd.DataFrame:
-    """Per-(problem, sample) correctness of one checkpoint on one benchmark."""
-    from rocktokens.world.checker import score
+    """Per-(problem, sample) correctness of one checkpoint on one benchmark; ``check_timeout`` marks a sample whose
+    answer check ran out of time (scored incorrect, :func:`rocktokens.world.checker.grade`)."""
+    from rocktokens.world.checker import grade
 
     out = generate_for_prompts(backend, tokenizer, bench, cfg["k"], sampling_params(cfg), seed, "eval", benchmark)
     meta = bench.set_index("id")
-    out["correct"] = [bool(score(resp, meta.at[pid, "checker"], meta.at[pid, "answer"]))
-                      for pid, resp in zip(out["id"], out["response"])]
+    verdicts = [grade(resp, meta.at[pid, "checker"], meta.at[pid, "answer"])
+                for pid, resp in zip(out["id"], out["response"])]
+    out["correct"] = [bool(v.correct) for v in verdicts]
+    out["check_timeout"] = [bool(v.timed_out) for v in verdicts]
+    if out["check_timeout"].any():
+        log.warning("%s on %s: %d answer check(s) timed out (scored incorrect)", checkpoint, benchmark,
+                    int(out["check_timeout"].sum()))
     out.insert(0, "benchmark", benchmark)
     out.insert(0, "checkpoint", checkpoint)
-    return out[["checkpoint", "benchmark", "id", "sample", "correct", "response", "n_tokens", "finish_reason"]]
+    return out[["checkpoint", "benchmark", "id", "sample", "correct", "check_timeout", "response", "n_tokens",
+                "finish_reason"]]
 
 
 def accuracy_table(evals: Sequence[pd.DataFrame], hard: Sequence[str]) -> pd.DataFrame:
     """pass@1 = mean correctness over problems and k samples, per checkpoint × benchmark, plus the hard average.
 
     The hard average follows the paper (§5.2): the mean over the pooled problems of AIME24, AIME25 and HMMT25.
+    ``n_check_timeouts`` counts the samples whose answer check timed out (column ``check_timeout``; 0 for
+    evaluations written before it existed).
     """
     df = pd.concat(evals, ignore_index=True)
-    per_problem = df.groupby(["checkpoint", "benchmark", "id"], sort=False)["correct"].mean().reset_index()
-    table = per_problem.groupby(["checkpoint", "benchmark"], sort=False)["correct"].agg(["mean", "count"]).reset_index()
-    table = table.rename(columns={"mean": "pass@1", "count": "n_problems"})
+    df["check_timeout"] = df["check_timeout"].fillna(False) if "check_timeout" in df else False
+    per_problem = df.groupby(["checkpoint", "benchmark", "id"], sort=False).agg(
+        correct=("correct", "mean"), n_check_timeouts=("check_timeout", "sum")).reset_index()
+    stats = {"pass@1": ("correct", "mean"), "n_problems": ("correct", "count"),
+             "n_check_timeouts": ("n_check_timeouts", "sum")}
+    table = per_problem.groupby(["checkpoint", "benchmark"], sort=False).agg(**stats).reset_index()
     if hard:
         h = per_problem[per_problem["benchmark"].isin(hard)]
         if not h.empty:
-            avg = h.groupby("checkpoint", sort=False)["correct"].agg(["mean", "count"]).reset_index()
-            avg = avg.rename(columns={"mean": "pass@1", "count": "n_problems"})
+            avg = h.groupby("checkpoint", sort=False).agg(**stats).reset_index()
             avg.insert(1, "benchmark", "hard_avg")
             table = pd.concat([table, avg], ignore_index=True)
+    table["n_check_timeouts"] = table["n_check_timeouts"].astype("int64")
     return table
 
 

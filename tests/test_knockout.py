@@ -383,3 +383,20 @@ def test_clear_state_drops_the_shard_and_only_empty_parents(tmp_path):
     assert not (root / "math").exists() and (root / "ifeval" / "s000").exists() and root.exists()
     KO.clear_state(root / "ifeval" / "s000", empty_parents=2)
     assert not root.exists() and (tmp_path / "knockout").exists()
+
+
+def test_shard_scoring_marks_correct_responses_correct(tiny_world):
+    """generate_arms scores each decoded response with the shared checker: a correct answer is counted correct."""
+    from test_sampling import ScriptedBackend
+
+    from rocktokens.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_world["qwen3"])
+    bench = bench_frame(3)
+    replies = ["Step 1. 0 + 0 = 0.\nAnswer: 0", "The answer is $\\boxed{\\frac{2}{2}}$.", "Answer: 3"]
+    backend = ScriptedBackend(tok, dict(zip(bench["prompt"], replies)))
+    unused = tok.convert_tokens_to_ids("<|im_start|>")
+    df = KO.generate_arms(backend, tok, {"math": bench}, ["", str(unused)], 2, PARAMS, seed=0)
+    assert list(df.columns) == list(KO.INDICATOR_COLUMNS)
+    got = df.groupby(["arm", "id"], sort=False)["correct"].all()
+    assert got.loc[""].tolist() == got.loc[str(unused)].tolist() == [True, True, False]

@@ -56,3 +56,57 @@ def test_prompt_blocks_cover_every_prompt_once_and_merge_checks_it():
         prompt_block(prompts, 0, 12)
     with pytest.raises(ValueError, match="part 3 is not in"):
         prompt_block(prompts, 3, 3)
+
+
+class ScriptedBackend:
+    """A generation backend that answers each prompt with a fixed text: the real evaluation / knockout code runs on
+    it (encoding, decoding, answer checking), only the model is replaced."""
+
+    def __init__(self, tokenizer, answers: dict[str, str]):
+        from rocktokens.training.stages import encode_prompt
+
+        self.tok, self.vocab_size = tokenizer, len(tokenizer)
+        self.by_prompt = {tuple(encode_prompt(tokenizer, p)): text for p, text in answers.items()}
+
+    def generate(self, reqs, params):
+        from rocktokens.generation import GenerationResult
+
+        out = []
+        for q in reqs:
+            ids = self.tok.encode(self.by_prompt[tuple(q.prompt_ids)], add_special_tokens=False)
+            out.append(GenerationResult(token_ids=ids, logprobs=[0.0] * len(ids), finish_reason="stop"))
+        return out
+
+
+def test_evaluate_marks_correct_responses_correct(tiny_world):
+    from rocktokens.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_world["qwen3"])
+    bench = tiny_world["world"]["bench_math"].iloc[:3].reset_index(drop=True)
+    a = [int(x) for x in bench["answer"]]
+    replies = [f"Step 1. {a[0]} - 0 = {a[0]}.\nAnswer: {a[0]}",                     # the student's style
+               f"So the answer is $\\boxed{{{a[1]}}}$.",                              # the teacher's style
+               f"Answer: {a[2] + 1}"]                                                  # wrong
+    backend = ScriptedBackend(tok, dict(zip(bench["prompt"], replies)))
+    cfg = {"k": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 64}
+    ev = evaluate(backend, tok, bench, cfg, 0, "student", "math")
+    assert ev.groupby("id", sort=False)["correct"].all().tolist() == [True, True, False]
+    assert not ev["check_timeout"].any()
+    t = accuracy_table([ev], hard=[]).set_index("benchmark")
+    assert t.loc["math", "pass@1"] == pytest.approx(2 / 3) and t.loc["math", "n_check_timeouts"] == 0
+
+
+def test_evaluate_counts_answer_checks_that_time_out(tiny_world, monkeypatch):
+    from rocktokens.models import load_tokenizer
+
+    monkeypatch.setenv("ROCKTOKENS_CHECK_TIMEOUT_S", "0.3")
+    tok = load_tokenizer(tiny_world["qwen3"])
+    bench = tiny_world["world"]["bench_math"].iloc[:2].reset_index(drop=True)
+    replies = ["$\\boxed{\\binom{10^{9}}{10^{8}}}$", f"Answer: {bench['answer'].iloc[1]}"]
+    backend = ScriptedBackend(tok, dict(zip(bench["prompt"], replies)))
+    ev = evaluate(backend, tok, bench, {"k": 1, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 64}, 0, "s", "math")
+    assert ev["check_timeout"].tolist() == [True, False] and ev["correct"].tolist() == [False, True]
+    t = accuracy_table([ev, ev.assign(benchmark="aime24")], hard=["aime24"]).set_index("benchmark")
+    assert t["n_check_timeouts"].to_dict() == {"math": 1, "aime24": 1, "hard_avg": 1}
+    old = accuracy_table([ev.drop(columns="check_timeout")], hard=[])  # evaluations written before the column
+    assert old["n_check_timeouts"].tolist() == [0]
