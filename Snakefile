@@ -32,6 +32,7 @@ include: "rules/rocks.smk"
 include: "rules/freeze.smk"
 include: "rules/geometry.smk"
 include: "rules/knockout.smk"
+include: "rules/recovery.smk"
 include: "rules/report.smk"
 
 
@@ -42,8 +43,9 @@ rule all:
         rules.figure2.output,
         rules.rock_analysis.output,
         GEOMETRY_TARGETS,
-        rules.figure5.output, rules.freeze_table.output,
+        *([rules.figure5.output, rules.freeze_table.output] if FREEZE_ON else []),
         rules.knockout_tables.output, rules.figure4.output, rules.figure6.output,
+        *([rules.recovery.output] if WORLD else []),  # planted roles vs the census (world only)
         rules.summary.output,
     default_target: True
 

@@ -38,8 +38,15 @@ def check_config(config: dict) -> None:
         for c in names:
             if c.startswith("opd-") and int(c[4:]) > n:
                 fail(key, f"{c} does not exist (stage2.n_checkpoints = {n})")
-    if len(scorer_checkpoints(config)) < 2:
+    scorers = scorer_checkpoints(config)
+    if len(scorers) < 2:
         fail("tokens.scorers", "needs the pre-OPD scorer and at least the post-OPD one (Eq. 5 pairs them)")
+    if scorers[0] != "stage1":
+        fail("tokens.scorers", f"the first scorer is the pre-OPD reference of Eq. 5 and must be 'stage1' (the "
+                               f"stage-1 checkpoint OPD starts from), got {scorers[0]!r}")
+    if f"opd-{n}" not in scorers:
+        fail("tokens.scorers", f"must include the post-OPD checkpoint opd-{n} ('opd-*' does): the rock scores are "
+                               "its losses (Eq. 4)")
     for b in config["evaluate"]["benchmarks"] + config["evaluate"]["hard_average"]:
         if b not in config["benchmarks"]:
             fail("evaluate.benchmarks", f"benchmark {b!r} is not in the top-level 'benchmarks' list")
@@ -64,13 +71,37 @@ def check_config(config: dict) -> None:
             m = config["models"][role]
             if "arch" not in m or "pretrain" not in m:
                 fail(f"models.{role}", "the world source trains models in the DAG: 'arch' and 'pretrain' are required")
-    else:
+    elif config["source"] == "hub":
         for role in ("teacher", "student_base"):
             if "hub_id" not in config["models"][role]:
                 fail(f"models.{role}.hub_id", "required when source is 'hub'")
         missing = [d for d in ["stage1_prompts", "stage2_prompts", *config["benchmarks"]] if d not in config.get("datasets", {})]
         if missing:
             fail("datasets", f"source 'hub' needs an adapter for {missing}")
+    bound = opd_steps_bound(config)  # checked here, not when stage 2 starts after stage 1 has run
+    if bound is not None and n > bound[0]:
+        fail("stage2.n_checkpoints", f"{n} checkpoints cannot be placed in stage 2's at most {bound[0]} OPD steps "
+                                     f"({bound[1]})")
+
+
+def opd_steps_bound(config: Mapping) -> tuple[int, str] | None:
+    """The most OPD steps one stage-2 run can have as the config determines it, with how it follows:
+    ⌊epochs · n_prompts⌋ // prompts_per_step (as ``training.stages.opd_total_steps``), n_prompts the stage-2 prompt
+    count the config sets (``world.n_stage2_prompts``; ``datasets.stage2_prompts`` stop − start) — an upper bound,
+    as prompts longer than ``stage2.prompt_max_len`` are dropped at run time. ``None`` where the config sets no count
+    (a hub slice without ``stop``; source checkpoints)."""
+    if config["source"] == "world":
+        from rocktokens.world import validate_world_config
+
+        n, key = validate_world_config(config.get("world") or {})["n_stage2_prompts"], "world.n_stage2_prompts"
+    elif config["source"] == "hub" and config.get("datasets", {}).get("stage2_prompts", {}).get("stop") is not None:
+        d = config["datasets"]["stage2_prompts"]
+        n, key = int(d["stop"]) - int(d.get("start", 0)), "datasets.stage2_prompts stop − start"
+    else:
+        return None
+    s2 = config["stage2"]
+    steps = int(s2["epochs"] * n) // s2["prompts_per_step"]
+    return steps, f"{key} = {n} prompts × stage2.epochs {s2['epochs']} // stage2.prompts_per_step {s2['prompts_per_step']}"
 
 
 class GeometryConfigError(ConfigError):
@@ -89,7 +120,8 @@ def resolve_checkpoint(name: str, opd_ckpts: Sequence[str], key: str) -> str:
 
 def geometry_settings(config: Mapping) -> dict:
     """Resolved ``geometry:`` settings: checkpoint names, the early/late pair (fixed in config before any run,
-    FACTS mistake 5), checked against the token table's scorers. Raises :class:`GeometryConfigError`."""
+    FACTS mistake 5) and ``high_kl_scorer`` (the checkpoint ``geometry.high_kl.select_on`` names), checked
+    against the token table's scorers. Raises :class:`GeometryConfigError`."""
     g = config["geometry"]
     C = int(config["stage2"]["n_checkpoints"])
     opd = [f"opd-{k}" for k in range(1, C + 1)]
@@ -98,12 +130,19 @@ def geometry_settings(config: Mapping) -> dict:
     out = {"checkpoint": resolve_checkpoint(g["checkpoint"], opd, "checkpoint"),
            "early": resolve_checkpoint(g["persistence"]["early"], opd, "persistence.early"),
            "late": resolve_checkpoint(g["persistence"]["late"], opd, "persistence.late")}
+    # the scorer whose KL picks the rare high-KL types (on the selection split): early = the start of the
+    # early → late test, never the checkpoint it ends at; post = the final OPD checkpoint (the authors' order)
+    select_on = g["high_kl"].get("select_on", "early")
+    if select_on not in ("early", "post"):
+        raise GeometryConfigError(f"config key 'geometry.high_kl.select_on': {select_on!r} is not early or post")
+    out["high_kl_scorer"] = out["early"] if select_on == "early" else opd[-1]
     if order.index(out["early"]) >= order.index(out["late"]):
         raise GeometryConfigError(f"config key 'geometry.persistence': early {out['early']!r} must come before "
                                   f"late {out['late']!r} in training")
-    for key in ("early", "late"):
-        if out[key] not in scorers:
-            raise GeometryConfigError(f"config key 'geometry.persistence.{key}': {out[key]!r} is not a token-table "
+    for key, name in (("persistence.early", "early"), ("persistence.late", "late"),
+                      ("high_kl.select_on", "high_kl_scorer")):
+        if out[name] not in scorers:
+            raise GeometryConfigError(f"config key 'geometry.{key}': {out[name]!r} is not a token-table "
                                       f"scorer (tokens.scorers = {scorers})")
     if not 0 < g["selection_fraction"] < 1:
         raise GeometryConfigError("config key 'geometry.selection_fraction': must lie strictly between 0 and 1")

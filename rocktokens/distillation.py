@@ -58,7 +58,8 @@ def distillation_table(evals: pd.DataFrame, benchmark: str, n_resamples: int = 1
     """(checkpoint table, gains table, summary) on ``benchmark``.
 
     Checkpoint table: ``checkpoint, pass@1, ci_lo, ci_hi, n_problems``, in the order teacher, student base,
-    stage 1, OPD checkpoints. Gains table: ``gain, from, to, pass_from, pass_to, delta, ci_lo, ci_hi, p``
+    stage 1, OPD checkpoints (without a student base -- an analysed run may have none -- the gains from it are
+    left out and the gap is measured from stage 1, ``gap_from``). Gains table: ``gain, from, to, pass_from, pass_to, delta, ci_lo, ci_hi, p``
     (paired bootstrap over problems) and ``mde``, the smallest gain this comparison detects with 80 % power at
     α = 0.05 (:func:`rocktokens.stats.minimum_detectable_effect`). Summary: the final OPD checkpoint, ``gap_closed`` = (final − base) /
     (teacher − base), and the gains by name.
@@ -67,10 +68,13 @@ def distillation_table(evals: pd.DataFrame, benchmark: str, n_resamples: int = 1
     opd = opd_order(wide.columns)
     if not opd:
         raise ValueError(f"no OPD checkpoint (opd-<k>) was evaluated on {benchmark!r}")
-    need = [c for c in ("teacher", "student_base", "stage1") if c not in wide.columns]
+    need = [c for c in ("teacher", "stage1") if c not in wide.columns]
     if need:
         raise ValueError(f"checkpoints {need} were not evaluated on {benchmark!r}")
-    order = ["teacher", "student_base", "stage1", *opd]
+    # without a student base (source: checkpoints may not have one) the gap is measured from the pre-OPD student
+    base = "student_base" if "student_base" in wide.columns else "stage1"
+    gains_of = [g for g in GAINS if {g[1], g[2]} <= {"final", *wide.columns} and g[1] != g[2]]
+    order = ["teacher", *(["student_base"] if base == "student_base" else []), "stage1", *opd]
     n = len(wide)
     rows = []
     for c in order:
@@ -80,23 +84,23 @@ def distillation_table(evals: pd.DataFrame, benchmark: str, n_resamples: int = 1
     table = pd.DataFrame(rows)
     final = opd[-1]
     names = {"final": final}
-    diffs = np.stack([wide[names.get(b, b)].to_numpy() - wide[names.get(a, a)].to_numpy() for _, a, b in GAINS], 1)
+    diffs = np.stack([wide[names.get(b, b)].to_numpy() - wide[names.get(a, a)].to_numpy() for _, a, b in gains_of], 1)
     boot = paired_bootstrap(diffs, n_resamples=n_resamples, seed=seed)
     gains = pd.DataFrame({
-        "gain": [g for g, _, _ in GAINS],
-        "from": [a for _, a, _ in GAINS],
-        "to": [names.get(b, b) for _, _, b in GAINS],
-        "pass_from": [float(wide[a].mean()) for _, a, _ in GAINS],
-        "pass_to": [float(wide[names.get(b, b)].mean()) for _, _, b in GAINS],
+        "gain": [g for g, _, _ in gains_of],
+        "from": [a for _, a, _ in gains_of],
+        "to": [names.get(b, b) for _, _, b in gains_of],
+        "pass_from": [float(wide[a].mean()) for _, a, _ in gains_of],
+        "pass_to": [float(wide[names.get(b, b)].mean()) for _, _, b in gains_of],
         "delta": boot["delta"].to_numpy(), "ci_lo": boot["ci_lo"].to_numpy(), "ci_hi": boot["ci_hi"].to_numpy(),
         "p": boot["p"].to_numpy(),
         "mde": minimum_detectable_effect(diffs.std(axis=0, ddof=1), n) if n > 1 else np.nan,
     })
     acc = dict(zip(table["checkpoint"], table["pass@1"]))
-    gap = acc["teacher"] - acc["student_base"]
+    gap = acc["teacher"] - acc[base]
     summary = {
-        "benchmark": benchmark, "n_problems": n, "final": final, "pass@1": acc,
-        "gap_closed": (acc[final] - acc["student_base"]) / gap if gap > 0 else math.nan,
+        "benchmark": benchmark, "n_problems": n, "final": final, "pass@1": acc, "gap_from": base,
+        "gap_closed": (acc[final] - acc[base]) / gap if gap > 0 else math.nan,
         "gains": {r["gain"]: {k: r[k] for k in ("delta", "ci_lo", "ci_hi", "p", "mde")} for r in gains.to_dict("records")},
     }
     return table, gains, summary
@@ -117,12 +121,13 @@ def kl_curve(history: pd.DataFrame) -> dict:
 def summary_rows(summary: Mapping) -> list[tuple[str, str, float]]:
     """(quantity, text, value) lines of the run summary: the paired gains, the gap closed, the KL curve."""
     rows = []
-    for name in (g for g, _, _ in GAINS):  # in the order of the distillation (the JSON sorts its keys)
+    for name in (g for g, _, _ in GAINS if g in summary["gains"]):  # in the distillation's order (JSON sorts keys)
         g = summary["gains"][name]
         mde = f"; detectable ≥ {g['mde']:.3f}" if "mde" in g else ""
         rows.append((f"pass@1 gain, {name} ({summary['benchmark']}, paired)",
                      f"{g['delta']:+.3f} [{g['ci_lo']:+.3f}, {g['ci_hi']:+.3f}], p = {g['p']:.2g}{mde}", g["delta"]))
-    rows.append((f"teacher–student gap closed by {summary['final']}", f"{summary['gap_closed']:.0%}",
+    frm = "" if summary.get("gap_from", "student_base") == "student_base" else f" (from {summary['gap_from']})"
+    rows.append((f"teacher–student gap closed by {summary['final']}{frm}", f"{summary['gap_closed']:.0%}",
                  summary["gap_closed"]))
     kl = summary.get("kl_curve")
     if kl:

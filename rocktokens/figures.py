@@ -46,7 +46,8 @@ def _save(fig: Figure, out_path, dpi: int) -> Path:
 
 
 def figure2(token_stats: pd.DataFrame, rocks: pd.DataFrame, densities: pd.DataFrame, coverage: pd.DataFrame,
-            stability_summary: pd.DataFrame, out_path, dpi: int = 120, min_jaccard: float | None = 0.70) -> Path:
+            stability_summary: pd.DataFrame, out_path, dpi: int = 120, min_jaccard: float | None = None,
+            score: str = "R") -> Path:
     """The four panels of the paper's Figure 2.
 
     (a) per-token mean KL against frequency (log x), rock tokens in red;
@@ -58,7 +59,9 @@ def figure2(token_stats: pd.DataFrame, rocks: pd.DataFrame, densities: pd.DataFr
 
     Inputs: token_stats (token_id, freq, mean_loss), rocks (token_id), densities (density in [0, 1]), coverage
     (K, coverage), stability_summary (K, n, jaccard_mean, jaccard_lo, jaccard_hi). The chosen K is len(rocks);
-    ``min_jaccard`` (the choose_K bar) is drawn as a dotted line in (c) and (d). Returns the written path.
+    ``min_jaccard`` (the choose_K bar, ``rocks.stability.min_jaccard`` as recorded in ``chosen_K.json``) is drawn
+    as a dotted line in (c) and (d) when given; ``score`` (``rocks.score``) names the ranking in (c). Returns the
+    written path.
     """
     _need(token_stats, "token_stats", ["token_id", "freq", "mean_loss"])
     _need(rocks, "rocks", ["token_id"])
@@ -111,7 +114,7 @@ def figure2(token_stats: pd.DataFrame, rocks: pd.DataFrame, densities: pd.DataFr
     c = ax[1, 0]
     cov = coverage.sort_values("K")
     c.plot(cov["K"], 100 * cov["coverage"], color=COVERAGE_COLOR, lw=1.8, label="KL coverage")
-    c.set_xlabel("K (top-K tokens by R)")
+    c.set_xlabel(f"K (top-K tokens by {score})")
     c.set_ylabel("cumulative KL coverage (%)", color=COVERAGE_COLOR)
     c.tick_params(axis="y", colors=COVERAGE_COLOR)
     c.set_ylim(0, 105)
@@ -165,9 +168,10 @@ def figure_distillation(checkpoints: pd.DataFrame, history: pd.DataFrame, out_pa
     objective, mean reverse KL per response token of each step's rollouts, over the steps.
 
     Inputs: checkpoints (checkpoint, pass@1, ci_lo, ci_hi; the table of ``rocktokens.distillation``), history
-    (step, loss; the stage-2 history)."""
+    (step, loss; the stage-2 history, or None when the run was trained elsewhere)."""
     _need(checkpoints, "checkpoints", ["checkpoint", "pass@1", "ci_lo", "ci_hi"])
-    _need(history, "history", ["step", "loss"])
+    if history is not None:
+        _need(history, "history", ["step", "loss"])
     fig = Figure(figsize=(10, 3.8))
     ax, bx = fig.subplots(1, 2)
     students = checkpoints[checkpoints["checkpoint"] != "teacher"].reset_index(drop=True)
@@ -183,8 +187,12 @@ def figure_distillation(checkpoints: pd.DataFrame, history: pd.DataFrame, out_pa
     ax.set_ylabel("pass@1" + (f" ({benchmark})" if benchmark else ""))
     ax.set_title("(a) accuracy along the distillation")
     ax.legend(loc="lower right")
-    h = history.sort_values("step")
-    bx.plot(h["step"], h["loss"], color=ROCK_COLOR)
+    if history is None:  # source: checkpoints -- the run was trained elsewhere, its history is not here
+        bx.text(0.5, 0.5, "no stage-2 history\n(checkpoints trained elsewhere)", ha="center", va="center",
+                transform=bx.transAxes)
+    else:
+        h = history.sort_values("step")
+        bx.plot(h["step"], h["loss"], color=ROCK_COLOR)
     bx.set_xlabel("OPD step")
     bx.set_ylabel("reverse KL per response token (nats)")
     bx.set_title("(b) OPD objective (Eq. 1) on each step's rollouts")

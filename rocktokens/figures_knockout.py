@@ -1,10 +1,12 @@
 """Figures 4 and 6 of the paper (knockout), drawn from the knockout artifacts only (Agg canvas, atomic PNG).
 
 * :func:`figure4` — per benchmark, the token-knockout effects Δ(v) of every screened candidate sorted ascending
-  as bars, the ε band shaded, bars coloured by the Eq. 22 category (which also counts the window effect, drawn as
-  a dot per candidate).
+  as bars, the ε band shaded, bars coloured by the token-only census (the bar's own test; the paper's Figure 4
+  colours the token Δ bars); the global-window and local-window effects drawn as dots per candidate; the panel
+  title counts the token census and the paper's "token or window" census (Eq. 22).
 * :func:`figure6` — Δ(v) on one benchmark against six predictors (post-/pre-OPD student entropy, teacher entropy,
-  log10 frequency, rock rate, mean post-OPD KL), Strong Pillars in red, Pearson r and p in each panel.
+  log10 frequency, rock rate, mean post-OPD KL), the paper's-census Strong Pillars in red, Pearson r and p in each
+  panel.
 """
 from __future__ import annotations
 
@@ -22,39 +24,54 @@ CATEGORY_LABELS = {STRONG_PILLAR: "Strong Pillar", STRONG_STUMBLING: "Strong Stu
                    NEUTRAL: "Neutral"}
 
 
+def _counts(cats: pd.Series) -> str:
+    counts = cats.value_counts()
+    return ", ".join(f"{CATEGORY_LABELS[k]} {int(counts.get(k, 0))}"
+                     for k in (STRONG_PILLAR, NEUTRAL, STRONG_STUMBLING, MIXED) if k != MIXED or counts.get(k, 0))
+
+
+#: The other policies' effects, drawn as dots over the token bars: column → (marker colour, legend label).
+POLICY_DOTS = {"delta_window": ("black", "Δ(W(v)), global window knockout"),
+               "delta_local": ("#ff7f0e", "local window knockout Δ")}
+
+
 def figure4(categories: pd.DataFrame, eps: float, benchmarks, out_path, dpi: int = 150):
-    """Sorted Δ(v) bars with the |Δ| < ε band; colours = Eq. 22 categories; dots = Δ(W(v))."""
-    cols = ["benchmark", "token_id", "delta_token", "delta_window", "category", "baseline_acc"]
-    _need(categories, "categories", cols)
+    """Sorted Δ(v) bars with the |Δ| < ε band; colours = the token-only census (``category_token``, else
+    ``category``); dots = the window and local Δ when present; title = token and paper's-census counts."""
+    _need(categories, "categories", ["benchmark", "token_id", "delta_token", "category", "baseline_acc"])
     benchmarks = list(benchmarks)
     absent = [b for b in benchmarks if not (categories["benchmark"] == b).any()]
     if absent:
         raise FigureInputError(f"categories have no rows for benchmark(s) {absent}")
+    colour_by = "category_token" if "category_token" in categories else "category"
+    paper = "category_token_or_window" if "category_token_or_window" in categories else None
+    dots = {c: v for c, v in POLICY_DOTS.items() if c in categories}
     fig = Figure(figsize=(11, 3.2 * len(benchmarks)))
     axes = fig.subplots(len(benchmarks), 1, squeeze=False)[:, 0]
     for ax, b in zip(axes, benchmarks):
         c = categories[categories["benchmark"] == b].sort_values(["delta_token", "token_id"], kind="stable")
         x = np.arange(len(c))
-        colors = [CATEGORY_COLORS.get(k, "#000000") for k in c["category"]]
+        colors = [CATEGORY_COLORS.get(k, "#000000") for k in c[colour_by]]
         ax.axhspan(-eps, eps, color="#e0e0e0", zorder=0, label=f"|Δ| < ε = {eps:g}")
         ax.bar(x, c["delta_token"], width=0.85, color=colors, zorder=2)
-        ax.scatter(x, c["delta_window"], s=9, color="black", zorder=3, label="Δ(W(v)) (window knockout)")
+        for col, (colour, label) in dots.items():
+            ax.scatter(x, c[col], s=9, color=colour, zorder=3, label=label)
         ax.axhline(0, color="black", lw=0.6, zorder=1)
-        counts = c["category"].value_counts()
-        summary = ", ".join(f"{CATEGORY_LABELS[k]} {int(counts.get(k, 0))}"
-                            for k in (STRONG_PILLAR, NEUTRAL, STRONG_STUMBLING, MIXED) if k != MIXED or counts.get(k, 0))
-        ax.set_title(f"{b}: baseline acc {c['baseline_acc'].iloc[0]:.3f}; {summary}", fontsize=10)
+        title = f"{b}: baseline acc {c['baseline_acc'].iloc[0]:.3f}; token knockout: {_counts(c[colour_by])}"
+        if paper:
+            title += f"\ntoken or window (Eq. 22, the paper's census): {_counts(c[paper])}"
+        ax.set_title(title, fontsize=9)
         ax.set_ylabel("Δ(v) = Acc(π\\v) − Acc(π)")
         ax.set_xlim(-1, len(c))
         ax.set_xticks([])
     handles, _ = axes[0].get_legend_handles_labels()
     handles += [Patch(color=CATEGORY_COLORS[k], label=CATEGORY_LABELS[k])
                 for k in (STRONG_PILLAR, STRONG_STUMBLING, MIXED, NEUTRAL)
-                if k != MIXED or (categories["category"] == MIXED).any()]
-    axes[-1].set_xlabel(f"screened candidates, sorted by Δ(v) (n = {len(c)})")
+                if k != MIXED or (categories[colour_by] == MIXED).any()]
+    axes[-1].set_xlabel(f"screened candidates, sorted by Δ(v) (n = {len(c)}); bar colour = token-knockout category")
     fig.suptitle("Figure 4: token knockout effects of the screened Rock-Token candidates", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=min(len(handles), 5), frameon=False)
     return _save(fig, out_path, dpi)
 
 

@@ -4,7 +4,9 @@ random-window control, the SGD learning-rate match, masked-share accounting and 
 Arms (config ``arms:``) are full OPD runs from the stage-1 checkpoint that differ *only* in
 
 * ``lam`` — λ of Eq. 19 on the frozen set; ``windows`` — which set: ``rock`` (x_t ∈ R or t ∈ W_R, Eq. 18–19,
-  :class:`RockMasker`), ``random`` (the matched random windows, :func:`random_window_mask`) or ``none``;
+  :class:`RockMasker`; W(v) is defined in ``rocktokens.windows``), ``tokens`` (x_t ∈ R only, no windows: beside
+  ``rock`` it measures what the windows themselves add), ``random`` (the matched random windows,
+  :func:`random_window_mask`) or ``none``;
 * ``optimizer`` / ``lr`` / ``lr_match`` (the optimizer ablation of the "is Adam the cause?" question) and ``probe``.
 
 Everything else is identical in every arm: the stage-1 start, the prompts and their order, the rollout seeds
@@ -32,6 +34,13 @@ rock mask covers nearly the whole response, no placement can avoid the rocks: th
 its length and count match stay exact. The rock arm runs on its own trajectories, so its realised masked share is
 reported beside the control's (history columns ``masked_share`` and ``rock_mask_share``).
 
+**Timing** (the in-DAG speed-up, ``freeze/arms.tsv``, Figure 5c). Every arm is timed alike: ``Trainer.update``
+excludes the optimizer probe's hooks and the update-norm copy from the timed region (they are reported as
+``instrument_s``), and the cost is taken per response token of the step (update seconds / response tokens), since
+each arm samples its own rollouts and their lengths drift apart. The arm's figure is the median over its steps;
+``update_speedup`` is the reference arm's over the arm's. Jobs share the machine in the DAG, so this is a check, not
+a benchmark: ``benchmarks/bench_freeze.py`` times the arms side by side on identical batches.
+
 **The SGD learning-rate match** (:func:`lr_match_target`, :func:`next_lr`). An arm with ``lr_match: <ref>`` picks
 its peak lr so that its mean parameter-update norm ‖θ_{k+1} − θ_k‖₂ over the first ``freeze.lr_match.steps`` OPD
 steps equals the reference arm's mean over the same steps (read from the reference's history): starting from
@@ -48,11 +57,13 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from rocktokens.config import opd_steps_bound
 from rocktokens.io import read_json
 from rocktokens.seeding import derive_seed
-from rocktokens.windows import ContextIndex, contexts_by_token, freeze_weights, window_union
+from rocktokens.windows import (ContextIndex, contexts_by_token, elevated_by_token, freeze_weights, stored_windows,
+                                window_union)
 
-WINDOWS = ("rock", "random", "none")
+WINDOWS = ("rock", "tokens", "random", "none")
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -125,8 +136,15 @@ def check_freeze_config(config: dict) -> dict[str, ArmSpec]:
     if K != "chosen" and K not in config["rocks"]["Ks"]:
         raise FreezeConfigError(f"config key 'freeze.K': {K} is not one of rocks.Ks {config['rocks']['Ks']}")
     steps = f.get("steps")
+    bound = opd_steps_bound(config)  # what one stage-2 epoch allows (an upper bound: long prompts drop at run time)
+    if steps is not None and bound is not None and steps > bound[0]:
+        raise FreezeConfigError(f"config key 'freeze.steps': {steps} exceeds the at most {bound[0]} OPD steps of "
+                                f"one stage-2 epoch ({bound[1]})")
     if steps is not None and f["n_checkpoints"] > steps:
         raise FreezeConfigError(f"config key 'freeze.n_checkpoints': {f['n_checkpoints']} > freeze.steps {steps}")
+    if steps is None and bound is not None and f["n_checkpoints"] > bound[0]:
+        raise FreezeConfigError(f"config key 'freeze.n_checkpoints': {f['n_checkpoints']} checkpoints cannot be placed "
+                                f"in the at most {bound[0]} OPD steps of stage 2 (freeze.steps null; {bound[1]})")
     if any(s.lr_match for s in specs.values()) and steps is not None and f["lr_match"]["steps"] > steps:
         raise FreezeConfigError("config key 'freeze.lr_match.steps': more than freeze.steps")
     for b in f["eval"]["benchmarks"]:
@@ -137,16 +155,31 @@ def check_freeze_config(config: dict) -> dict[str, ArmSpec]:
 
 def arm_inputs(spec: ArmSpec, rock_outputs, Ks: Sequence[int], results: str) -> dict:
     """What rule opd_arm reads beyond stage 1 (input keys of ``training.entry.opd_arm``): the rock artifacts
-    (chosen K, token stats, windows, every K's set and controls) when the arm freezes or probes, and the reference
-    arm's history when its lr is matched. ``rock_outputs``: the rock_analysis rule's outputs."""
+    (chosen K, token stats, every K's set and controls; the occurrences, from which W(v) is built, when it masks)
+    when the arm freezes or probes, and the reference arm's history when its lr is matched. ``rock_outputs``: the
+    rock_analysis rule's outputs."""
     d = {}
     if spec.needs_rocks:
-        d.update(chosen=rock_outputs.chosen, token_stats=rock_outputs.stats, windows=rock_outputs.windows)
+        d.update(chosen=rock_outputs.chosen, token_stats=rock_outputs.stats)
         for k in Ks:
             d[f"rocks_K{k}"], d[f"controls_K{k}"] = getattr(rock_outputs, f"K{k}"), getattr(rock_outputs, f"controls{k}")
+    if spec.windows != "none":
+        d["occurrences"] = rock_outputs.occurrences
     if spec.lr_match:
         d["lr_reference"] = f"{results}/arms/{spec.lr_match}/history.parquet"
     return d
+
+
+def arm_freeze_settings(spec: ArmSpec, freeze: Mapping) -> dict:
+    """The part of config ``freeze:`` an arm's run reads (rule opd_arm's params): K, steps and update_norm always,
+    ``random`` only for the random control, ``lr_match`` only for an lr-matched arm — so editing the evaluation or
+    the control's settings does not rerun the other arms."""
+    out = {k: freeze[k] for k in ("K", "steps", "update_norm") if k in freeze}
+    if spec.windows == "random":
+        out["random"] = freeze["random"]
+    if spec.lr_match is not None:
+        out["lr_match"] = freeze["lr_match"]
+    return out
 
 
 def probe_settings(spec: ArmSpec, config: Mapping) -> dict:
@@ -166,24 +199,30 @@ def resolve_K(K, chosen: Mapping) -> int:
 
 # ----------------------------------------------------------------------------- the rock mask (Eq. 18–19)
 class RockMasker:
-    """The frozen set of the rock arm on a response: x_t ∈ R or t ∈ W_R (Eq. 18–19, ``rocktokens.windows``)."""
+    """The frozen set of the rock arm on a response: x_t ∈ R or t ∈ W_R (Eq. 18–19, ``rocktokens.windows``).
+
+    ``contexts``: the stored high-divergence contexts *with* their elevated flags (``rocktokens.windows.stored_windows``).
+    """
 
     def __init__(self, rock_ids: Iterable[int], contexts: pd.DataFrame, w: int, gamma: float,
                  similarity: str = "positional", pad_policy: str = "never"):
         self.rock_ids = np.array(sorted({int(v) for v in rock_ids}), dtype=np.int64)
         if self.rock_ids.size == 0:
             raise ValueError("the rock set is empty")
-        self.index = ContextIndex(contexts_by_token(contexts, self.rock_ids.tolist()), w, gamma, similarity, pad_policy)
+        ids = self.rock_ids.tolist()
+        self.index = ContextIndex(contexts_by_token(contexts, ids), w, gamma, similarity, pad_policy,
+                                  elevated=elevated_by_token(contexts, ids))
 
     @classmethod
-    def from_artifacts(cls, rocks: pd.DataFrame, windows: pd.DataFrame, chosen: Mapping) -> "RockMasker":
-        """From ``rocks/K<K>.parquet``, ``rocks/windows.parquet`` and the context parameters the analysis used."""
+    def from_artifacts(cls, rocks: pd.DataFrame, occurrences: pd.DataFrame, chosen: Mapping) -> "RockMasker":
+        """From ``rocks/K<K>.parquet``, ``rocks/occurrences.parquet`` (the stored contexts and which of their
+        neighbours were persistent high-loss) and the context parameters the analysis used."""
         p = chosen.get("context_params", {})
         missing = [k for k in ("w", "gamma") if k not in p]
         if missing:
             raise ValueError(f"chosen_K.json context_params lacks {missing}")
-        return cls(rocks["token_id"], windows, int(p["w"]), float(p["gamma"]), p.get("similarity", "positional"),
-                   p.get("pad_policy", "never"))
+        return cls(rocks["token_id"], stored_windows(occurrences, int(p["w"])), int(p["w"]), float(p["gamma"]),
+                   p.get("similarity", "positional"), p.get("pad_policy", "never"))
 
     def in_window(self, response_ids) -> np.ndarray:
         """t ∈ W_R (Eq. 18)."""
@@ -364,6 +403,8 @@ class ArmWeights:
         seq.meta["n_rock_mask"] = int(rock.sum())
         if self.spec.windows == "rock":
             masked, w = rock, self.masker.weights(resp, self.spec.lam, in_window)  # Eq. 19
+        elif self.spec.windows == "tokens":  # Eq. 19 without W_R
+            masked, w = is_rock, np.where(is_rock, self.spec.lam, 1.0)
         else:
             rng = np.random.default_rng(derive_seed(int(seq.meta["seed"]), "random-windows"))
             if resp.max(initial=0) >= self.bins.size:
@@ -400,7 +441,10 @@ SHARE_COLUMNS = ("masked_share", "rock_mask_share", "rock_tokens_share", "zero_w
 
 
 def share_summary(history: pd.DataFrame) -> dict:
-    """Token-weighted shares over a run (steps weighted by their response tokens)."""
+    """Token-weighted shares over a run (steps weighted by their response tokens: the mean masked share of the
+    arm's response tokens), and the arm's update cost per response token: the median over steps of
+    update_s / response_tokens (``update_s_per_token``, instrumentation excluded; the median is robust to the first
+    update's one-off costs and to the load of jobs running beside it)."""
     if history.empty:
         return {}
     wts = history["mean_response_len"].to_numpy(np.float64)
@@ -408,8 +452,8 @@ def share_summary(history: pd.DataFrame) -> dict:
     for c in SHARE_COLUMNS:
         if c in history.columns:
             out[c] = float(np.average(history[c].to_numpy(np.float64), weights=wts))
-    if "update_s" in history.columns:  # median over steps: robust to the first update's one-off costs and to load
-        out["update_s_median"] = float(history["update_s"].median())
+    if "update_s_per_token" in history.columns:
+        out["update_s_per_token"] = float(history["update_s_per_token"].median())
     return out
 
 
@@ -489,8 +533,11 @@ def freeze_tables(start_eval: pd.DataFrame, arm_evals: Sequence[pd.DataFrame], a
     * accuracy: one row per (arm, step) — step 0 is the shared stage-1 start — with pooled pass@1 and its interval
       (:func:`arm_accuracy`);
     * arms: one row per arm — its settings (λ, windows, optimizer, lr, K), the token-weighted masked shares over its
-      run, its median update seconds and the speed-up of its updates relative to ``reference`` (the first arm if
-      there is no arm of that name; median over steps), its final pass@1, and for random-window arms the relative difference of
+      run (``masked_share``: the mean share of its response tokens in the frozen set; the paper's 18–30 %), its
+      update seconds per response token (median over steps, probe / update-norm instrumentation excluded, so
+      arms with and without the probe and with rollouts of different lengths compare alike) and
+      ``update_speedup`` = the reference arm's per-token cost over this arm's (``reference``; the first arm if
+      there is no arm of that name), its final pass@1, and for random-window arms the relative difference of
       their realised masked share from the rock arm of the same λ (``share_vs_rock``; on each trajectory the
       control is matched exactly: ``matched_ratio`` = masked / rock-mask share on the control's own rollouts), and
       its final pass@1 against the reference arm's, paired over problems, with the minimum detectable difference
@@ -515,8 +562,8 @@ def freeze_tables(start_eval: pd.DataFrame, arm_evals: Sequence[pd.DataFrame], a
     out = pd.DataFrame(table)
     ref = reference if reference in set(out["arm"]) else out["arm"].iloc[0]
     out = out.merge(_power_vs_reference([start_eval, *arm_evals], arms, infos, hard, ref), on="arm", how="left")
-    if "update_s_median" in out.columns:
-        out["update_speedup"] = float(out.loc[out["arm"] == ref, "update_s_median"].iloc[0]) / out["update_s_median"]
+    if "update_s_per_token" in out.columns:
+        out["update_speedup"] = float(out.loc[out["arm"] == ref, "update_s_per_token"].iloc[0]) / out["update_s_per_token"]
         out["speedup_reference"] = ref
     out["share_vs_rock"] = np.nan
     out["matched_ratio"] = np.nan

@@ -20,6 +20,13 @@ a few hundred rows, float64 ≈ 1.2 MB per row at paper scale). Nothing else of 
 
 Splits (FACTS, mistake 5): groups are selected on one split of the analysis problems and measured on the
 other (:func:`split_problems`), so selecting on high loss cannot pass regression to the mean off as a finding.
+
+Checkpoint of the high-KL selection (``geometry.high_kl.select_on``, default ``early``): the rare high-KL types
+are chosen by their mean KL at the *early* checkpoint of the persistence pair, the start of the early → late
+test, and the selection reads no other scorer (:func:`build_groups`). Chosen by post-OPD KL (``post``, the
+authors' order) the group would be the types still hard at the end, and "high-KL tokens are learned" would be
+weakened by construction. The rocks (and their frequency-matched controls) stay defined at the post-OPD
+checkpoint (§2.2: persistent high loss *after* OPD) and are ranked by ``rocks.score`` as everywhere else.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ import torch.nn.functional as F
 
 from rocktokens.aggregate import Aggregator
 from rocktokens.losses import reverse_kl_grad
+from rocktokens.rock_analysis import paired_losses, rock_scores
 from rocktokens.rocks import frequency_matched_controls, rock_set
 from rocktokens.seeding import permutation
 
@@ -66,8 +74,10 @@ def split_problems(problem_ids: Iterable, fraction: float, seed: int) -> tuple[l
 
 def high_kl_tokens(stats: pd.DataFrame, n: int, min_freq: int, exclude: Iterable[int] = ()) -> pd.DataFrame:
     """Rare high-KL tokens: the ``n`` types of highest mean loss among those with ``freq >= min_freq``
-    (ties by token_id), excluding ``exclude``. Fewer than ``n`` eligible types is an error naming the count."""
+    (ties by token_id), excluding ``exclude``. Fewer than ``n`` eligible types is an error naming the count.
+    Reads only token_id, freq and mean_loss of ``stats`` (one scorer's per-type table)."""
     ex = {int(i) for i in exclude}
+    stats = stats[["token_id", "freq", "mean_loss"]]
     ok = stats[(stats["freq"] >= min_freq) & ~stats["token_id"].isin(ex)]
     if len(ok) < n:
         raise ValueError(f"only {len(ok)} token types have >= {min_freq} occurrences on the selection split "
@@ -81,23 +91,32 @@ GROUP_COLUMNS = ["token_id", "qwen3_id", "token", "group", "sel_freq", "sel_mean
 
 
 def select_groups(sel_stats: pd.DataFrame, K: int, *, seed: int, min_freq: int, n_high_kl: int | None = None,
-                  control_tol: float = 0.10) -> tuple[pd.DataFrame, dict]:
+                  control_tol: float = 0.10, hk_stats: pd.DataFrame | None = None,
+                  score: str | None = None) -> tuple[pd.DataFrame, dict]:
     """The three disjoint groups of §2.6, from per-type stats of the *selection* split only.
 
-    * rock: the top-K by R (Eq. 4) — :func:`rocktokens.rocks.rock_set`, the definitional rule, on this split;
-    * high_kl: :func:`high_kl_tokens` (``n_high_kl`` = K by default), rocks excluded;
+    * rock: the top-K of ``sel_stats`` (post-OPD scorer) by the rock score ``score`` (``rocks.score``: R, Eq. 4,
+      or R_ctx, Eq. 13) — :func:`rocktokens.rocks.rock_set`, the definitional rule, on this split;
+    * high_kl: :func:`high_kl_tokens` (``n_high_kl`` = K by default), rocks excluded, on ``hk_stats`` — the
+      per-type stats of the checkpoint ``geometry.high_kl.select_on`` names (None: ``sel_stats``, i.e. select
+      on the post-OPD checkpoint). Nothing of ``sel_stats`` but the rock ids reaches this choice;
     * random: :func:`rocktokens.rocks.frequency_matched_controls` for the rocks (one per rock, total occurrences
       matched within ``control_tol`` when the vocabulary allows; the achieved ratio is returned), rocks and
       high-KL excluded.
 
-    Returns (frame with :data:`GROUP_COLUMNS`, info dict).
+    ``sel_mean_loss`` is the mean loss each group was selected on (high_kl: from ``hk_stats``; rock, random:
+    from ``sel_stats``); ``sel_R`` is R of ``sel_stats`` for every group. Returns (frame with
+    :data:`GROUP_COLUMNS`, info dict).
     """
-    rocks = rock_set(sel_stats, K)
+    rocks = rock_set(sel_stats, K, score=score)
     n_hk = K if n_high_kl is None else int(n_high_kl)
-    hk = high_kl_tokens(sel_stats, n_hk, min_freq, exclude=rocks["token_id"])
+    hk_src = sel_stats if hk_stats is None else hk_stats
+    hk = high_kl_tokens(hk_src, n_hk, min_freq, exclude=rocks["token_id"])
     ctrl = frequency_matched_controls(sel_stats, rocks, seed=seed, tol=control_tol, exclude=hk["token_id"].tolist(),
                                       strict=False)
     by_id = sel_stats.set_index("token_id")
+    loss_of = {"rock": by_id["mean_loss"], "high_kl": hk_src.set_index("token_id")["mean_loss"],
+               "random": by_id["mean_loss"]}
     parts = []
     for group, ids in (("rock", rocks["token_id"]), ("high_kl", hk["token_id"]), ("random", ctrl["control_token_id"])):
         sub = by_id.loc[list(ids)]
@@ -106,7 +125,7 @@ def select_groups(sel_stats: pd.DataFrame, K: int, *, seed: int, min_freq: int, 
             "qwen3_id": sub["qwen3_id"].to_numpy() if "qwen3_id" in sub else np.asarray(ids),
             "token": sub["token"].to_numpy() if "token" in sub else "",
             "group": group, "sel_freq": sub["freq"].to_numpy(np.int64),
-            "sel_mean_loss": sub["mean_loss"].to_numpy(float), "sel_R": sub["R"].to_numpy(float)}))
+            "sel_mean_loss": loss_of[group].loc[list(ids)].to_numpy(float), "sel_R": sub["R"].to_numpy(float)}))
     out = pd.concat(parts, ignore_index=True)
     if out["token_id"].duplicated().any():  # by construction impossible: a bug, not bad input
         raise AssertionError("geometry groups overlap")
@@ -344,23 +363,40 @@ def analysis_problems(token_dir, scorer: str) -> list[str]:
     return ids
 
 
-def build_groups(token_dir, K: int, cfg: Mapping, rocks_cfg: Mapping, post: str, seed: int):
-    """Split the analysis problems, select the three groups on the selection split (post-OPD scorer, loss
-    ``rocks.loss``). Returns (split frame: problem_id, split; groups frame; info dict)."""
+def build_groups(token_dir, K: int, cfg: Mapping, rocks_cfg: Mapping, post: str, seed: int, *,
+                 high_kl_scorer: str | None = None, pre: str | None = None):
+    """Split the analysis problems and select the three groups on the selection split (loss ``rocks.loss``).
+
+    Rocks and random controls: the post-OPD scorer ``post``, ranked by ``rocks.score`` (R_ctx needs the pre-OPD
+    scorer ``pre``: the detection of §2.2 runs on the selection split). High-KL: the ONE scorer
+    ``high_kl_scorer`` (``geometry.high_kl.select_on`` resolved, e.g. the early checkpoint; None: ``post``) —
+    its per-type table on the selection split is all the choice reads besides the rock ids to exclude.
+    Returns (split frame: problem_id, split; groups frame; info dict)."""
     problems = analysis_problems(token_dir, post)
     sel, meas = split_problems(problems, cfg["selection_fraction"], seed)
+    loss, score = rocks_cfg["loss"], rocks_cfg["score"]
+    hk_scorer = post if high_kl_scorer is None else high_kl_scorer
     with Aggregator.from_config(token_dir, rocks_cfg) as agg:
-        stats = agg.token_stats(post, rocks_cfg["loss"], problems=sel)
+        if score == "R":
+            stats = agg.token_stats(post, loss, problems=sel)
+        else:
+            if pre is None:
+                raise ValueError(f"rocks.score {score!r} needs the pre-OPD scorer (Eq. 5) to select the rocks")
+            stats = rock_scores(agg, paired_losses(token_dir, pre, post, loss), post, loss, rocks_cfg["context"],
+                                problems=sel)[0]
+        hk_stats = agg.token_stats(hk_scorer, loss, problems=sel)
     if K > len(stats):
         raise ValueError(f"chosen K={K} exceeds the {len(stats)} token types seen on the selection split "
                          f"({len(sel)} problems)")
     hk = cfg["high_kl"]
     groups, info = select_groups(stats, K, seed=seed, min_freq=hk["min_freq"], n_high_kl=hk.get("n"),
-                                 control_tol=rocks_cfg["control_tol"])
+                                 control_tol=rocks_cfg["control_tol"], hk_stats=hk_stats, score=score)
     split = pd.DataFrame({"problem_id": sel + meas, "split": ["selection"] * len(sel) + ["measurement"] * len(meas)})
     info.update(n_selection_problems=len(sel), n_measurement_problems=len(meas), scorer=post,
-                loss=rocks_cfg["loss"], selection_fraction=cfg["selection_fraction"])
-    log.info("groups on %d selection problems: %s", len(sel), groups.groupby("group").size().to_dict())
+                loss=loss, selection_fraction=cfg["selection_fraction"], rock_score=score,
+                high_kl_select_on=hk.get("select_on"), high_kl_scorer=hk_scorer)
+    log.info("groups on %d selection problems: %s (rocks by %s at %s; high-KL by mean %s at %s)", len(sel),
+             groups.groupby("group").size().to_dict(), score, post, loss, hk_scorer)
     return split, groups, info
 
 

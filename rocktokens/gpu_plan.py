@@ -462,7 +462,7 @@ def gpu_plan(config: Mapping, rules: Sequence[str] | None = None) -> Plan:
     """The plan of ``rules`` (default: every GPU rule that asks for GPUs), with the problems each one has."""
     from rocktokens.config import eval_checkpoints, scorer_checkpoints
     from rocktokens.freeze import arm_specs
-    from rocktokens.knockout import n_shards
+    from rocktokens.knockout import check_policies, n_shards
 
     plan = plan_settings(config)
     if rules is None:
@@ -521,8 +521,9 @@ def gpu_plan(config: Mapping, rules: Sequence[str] | None = None) -> Plan:
             rp = _generation_rule(config, plan, rule, gpus, points * len(benches), [S], int(gen["batch_size"]),
                                   ev["max_new_tokens"], flops)
         elif rule == "knockout_shard":
-            per_bench = n_shards(ko["k_screen"], ko["shard_size"]) + 1
-            arms_total = 2 * ko["k_screen"] + 1
+            policies = check_policies(ko.get("policies"))
+            per_bench = n_shards(ko["k_screen"], ko["shard_size"], policies) + 1
+            arms_total = len(policies) * ko["k_screen"] + 1
             L = _mean_len(plan, ko["max_new_tokens"])
             flops = sum(arms_total * min(ko["n_problems"] or math.inf, _n_problems(config, plan, b)) * ko["samples"]
                         for b in ko["benchmarks"]) * S.forward_flops(L)

@@ -4,25 +4,46 @@ Policies (the arms of the experiment), all decoding the post-OPD student at T = 
 
 * **baseline** π_θ — nothing banned;
 * **token knockout** π_θ^{\\v} (Eq. 17/20) — the logit of v is −∞ at every decoding step;
-* **window knockout** π_θ^{\\W(v)} (Eq. 21) — every id of W(v) is −∞ at every step, where W(v) is
+* **window knockout** π_θ^{\\W(v)} (Eq. 21, *global*) — every id of W(v) is −∞ at every step, where W(v) is
   :func:`rocktokens.windows.window_candidates` (THE definition of the study: v plus every *screened candidate*
-  that occurs in one of v's stored high-divergence contexts, ``rocks/windows.parquet``).
+  that occurs in one of v's stored high-divergence contexts, ``rocks/windows.parquet``). For digit or delimiter
+  candidates W(v) holds several frequent tokens, so this policy is a global multi-token ban;
+* **local window knockout** (ours; the paper's "suppresses all Rock Token candidates appearing in the local
+  high-divergence window W(v) during decoding" read literally) — the ids of W(v) are −∞ only while decoding inside
+  a context that matches one of v's stored contexts (:func:`local_ban`; the rule is
+  :class:`rocktokens.generation.base.LocalBan`): at step t the ban is active iff for some step s ∈ [t − w, t] the
+  last w generated tokens before s agree with the left half (offsets −w … −1) of a stored context of v on at least
+  m_left elements, m_left = the least agreement whose Eq. 8 similarity over w elements reaches γ
+  (:func:`left_min_matches`; positional, γ = 0.5, w = 2 → 1 of 2). The prompt is not part of the left context:
+  positions before the response are PAD, which agrees with nothing under ``pad_policy="never"`` — as the stored
+  contexts, which come from responses, treat them. So the ban covers the step at which v's context is recognised
+  (where v itself would be emitted) and the w steps after it (v's right half): the part of W(v)'s segment that
+  left-to-right decoding reaches once the segment is recognised.
 
-Both are a per-request ``banned_ids`` set of the generation backend (``GenerationRequest.banned_ids``: −inf
-logits in the HF sampler; a per-request vLLM logits processor), so **one generation batch carries a different mask
-per sequence**: a shard submits all its arms × problems × samples in one ``backend.generate`` call.
+The token and window bans are a per-request ``banned_ids`` set of the generation backend, the local ban a
+per-request ``local_ban`` (``GenerationRequest``: −inf logits in the HF sampler; a per-request vLLM logits
+processor), so **one generation batch carries a different mask per sequence**: a shard submits all its arms ×
+problems × samples in one ``backend.generate`` call.
 
 Candidates (:func:`screen_candidates`): the top ``K_screen`` token types by the Rock Score R(v) (Eq. 4) of the
 rock analysis — the *same* score and order (``rocktokens.rocks.ranked``) that define the rock sets ``rocks/K*.parquet``
-frozen in training, so the screened pool contains every rock set with K ≤ K_screen (FACTS.md mistake 6).
+frozen in training, so the screened pool contains every rock set with K ≤ K_screen (FACTS.md mistake 6; checked:
+K_screen ≥ max(rocks.Ks) at parse time, ≥ the chosen K when the plan is made).
 
 Pairing: the seed of (benchmark, problem, sample) is ``derive_seed(seed, "knockout", benchmark, problem, sample)``
 in every arm, so an arm whose ban never bites reproduces the baseline sample exactly (HF backend; vLLM up to its
-batch-invariance caveat). Per-(arm, problem, sample) correctness indicators are saved; Δ(v) and Δ(W(v)) are
-derived from them (:func:`effects`).
+batch-invariance caveat). Per-(arm, problem, sample) correctness indicators are saved; Δ(v), Δ(W(v)) and the local
+Δ are derived from them (:func:`effects`).
 
 Arms are identified by their banned set (:func:`arm_key`): a window W(v) = {v} is the token arm itself and is
-generated once.
+generated once; a local arm is ``local:<v>`` (its ban depends on v's contexts), or the baseline when no stored
+context of v can ever match.
+
+Census (:data:`CENSUSES`, :func:`tables`): Eq. 22's categories, the multiple testing and the sign tests are
+reported **per policy** — token only first, then the global window, the local window — and for the two
+"token or window" unions: ``token_or_window`` is **the paper's census** (Eq. 22 with the global window, Table 2),
+``token_or_local`` the same with the local window. A pooled multiple-testing family counts an arm shared by two
+policies (W(v) = {v}) once.
 """
 from __future__ import annotations
 
@@ -36,16 +57,32 @@ import numpy as np
 import pandas as pd
 
 from rocktokens.generation import GenerationRequest, SamplingParams
+from rocktokens.generation.base import LocalBan
 from rocktokens.seeding import derive_seed
 from rocktokens.stats import classify, paired_bootstrap
-from rocktokens.windows import window_candidates
+from rocktokens.windows import contexts_by_token, window_candidates
 
 log = logging.getLogger("rocktokens.knockout")
 
-POLICIES = ("token", "window")
-#: A shard's per-(arm, benchmark, problem, sample) indicator table: column → dtype.
+#: The knockout policies, in report order (token only first).
+POLICIES = ("token", "window", "local")
+#: The censuses of Eq. 22: name → (the policies whose tests count, label). Each single policy, then the unions.
+CENSUSES = {
+    "token": (("token",), "token knockout only (Eq. 20)"),
+    "window": (("window",), "global window knockout only (Eq. 21: W(v) banned at every step)"),
+    "local": (("local",), "local window knockout only (W(v) banned inside v's stored contexts)"),
+    "token_or_window": (("token", "window"), "token or global window (Eq. 22; the paper's census, Table 2)"),
+    "token_or_local": (("token", "local"), "token or local window (Eq. 22 with the local window)"),
+}
+#: The census the paper reports (Table 2, the sign test of Appendix D.2).
+PAPER_CENSUS = "token_or_window"
+#: The multiple-testing family the paper reports (Appendix D.2: α/200, one token-knockout test per candidate).
+PAPER_FAMILY = "token"
+LOCAL_PREFIX = "local:"
+#: A shard's per-(arm, benchmark, problem, sample) indicator table: column → dtype. ``n_ban_active``: decoding steps
+#: at which a ban was in force (all of them for a token/window arm, those where the ban was active for a local one).
 INDICATOR_COLUMNS = {"arm": "object", "benchmark": "object", "id": "object", "sample": "int64", "correct": "bool",
-                     "n_tokens": "int64", "finish_reason": "object"}
+                     "n_tokens": "int64", "n_ban_active": "int64", "finish_reason": "object"}
 BASELINE_SHARD = "baseline"
 #: Table 1's nine predictors: column → label, in the paper's order.
 PREDICTORS = {
@@ -96,7 +133,7 @@ def screen_candidates(stats: pd.DataFrame, k_screen: int, core_k: int, vocab_siz
         raise KnockoutInputError(f"k_screen must be >= 1, got {k_screen}")
     if int(core_k) < 1:
         raise KnockoutInputError(f"core K must be >= 1, got {core_k}")
-    df = ranked(stats, score="R")
+    df = ranked(stats)  # the rock score in force (token_stats.rock_score, rocks.score), as the rock sets
     if len(df) < k_screen:
         log.warning("only %d token types in the corpus: screening all of them (k_screen=%d)", len(df), k_screen)
     df = df.head(int(k_screen))
@@ -107,44 +144,128 @@ def screen_candidates(stats: pd.DataFrame, k_screen: int, core_k: int, vocab_siz
     return out
 
 
-def n_shards(k_screen: int, shard_size: int) -> int:
-    """Shard jobs per benchmark: the ``len(POLICIES) · K_screen`` (candidate, policy) slots in blocks of
+def check_policies(policies: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The configured policies in report order (:data:`POLICIES`); None = all. The token knockout is required (Eq.
+    20: Table 1, Figure 4 and every census start from it)."""
+    if policies is None:
+        return POLICIES
+    policies = list(policies)
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or len(set(policies)) != len(policies) or "token" not in policies:
+        raise KnockoutInputError(f"knockout policies must be distinct entries of {list(POLICIES)} including 'token', "
+                                 f"got {policies}")
+    return tuple(p for p in POLICIES if p in policies)
+
+
+def n_shards(k_screen: int, shard_size: int, policies: Iterable[str] | None = None) -> int:
+    """Shard jobs per benchmark: the ``len(policies) · K_screen`` (candidate, policy) slots in blocks of
     ``shard_size`` (at paper scale ``shard_size: 1``: one knockout policy on one benchmark per GPU job)."""
-    return max(1, math.ceil(len(POLICIES) * int(k_screen) / int(shard_size)))
+    return max(1, math.ceil(len(check_policies(policies)) * int(k_screen) / int(shard_size)))
 
 
-def shard_names(k_screen: int, shard_size: int) -> list[str]:
+def shard_names(k_screen: int, shard_size: int, policies: Iterable[str] | None = None) -> list[str]:
     """The knockout shards (file targets, per benchmark) at parse time: ``s000``, ``s001``, ... (slot blocks)."""
-    return [f"s{i:03d}" for i in range(n_shards(k_screen, shard_size))]
+    return [f"s{i:03d}" for i in range(n_shards(k_screen, shard_size, policies))]
 
 
-def plan(candidates: pd.DataFrame, contexts: pd.DataFrame, shard_size: int, min_share: float = 0.0) -> pd.DataFrame:
-    """One row per (candidate, policy) slot, in rank order (token before window): ``shard`` (the slot's block of
-    ``shard_size``), ``arm`` (:func:`arm_key` of the banned set), ``banned`` (list of ids), ``n_banned`` and
+def left_min_matches(gamma: float, w: int, similarity: str = "positional") -> int:
+    """m_left: the least agreement k ∈ {0..w} of two left halves (w elements each) whose Eq. 8 similarity — the
+    analysis's own ``similarity`` applied to w elements instead of 2w — reaches γ (``rocktokens.context.min_matches``
+    for windows of w elements)."""
+    from rocktokens.context import get_similarity
+
+    spec = get_similarity(similarity)
+    for k in range(int(w) + 1):
+        if spec.sim_of_k(k, int(w)) >= gamma:
+            return k
+    raise KnockoutInputError(f"no agreement of {w} elements reaches similarity gamma={gamma}")
+
+
+def local_ban(contexts: pd.DataFrame, v: int, banned: Sequence[int], context: Mapping) -> LocalBan | None:
+    """The local window knockout of v: W(v)'s ids (``banned``) banned while decoding inside one of v's stored
+    contexts (module docstring; the rule is :class:`rocktokens.generation.base.LocalBan`), with ``reach`` = w (the
+    ban lasts from the recognised centre through v's right half).
+
+    ``context``: the rock analysis's context parameters (``chosen_K.json`` ``context_params``: ``w``, ``gamma``,
+    ``similarity``, ``pad_policy``). The left halves (offsets −w … −1) of v's stored contexts are deduplicated;
+    halves that can never match (fewer than m_left non-PAD ids under ``pad_policy="never"``) are dropped. None when
+    no stored context of v can ever match: the arm is the baseline."""
+    missing = [k for k in ("w", "gamma") if k not in context]
+    if missing:
+        raise KnockoutInputError(f"the context parameters lack {missing} (chosen_K.json context_params)")
+    rows = contexts[contexts["token_id"] == int(v)]
+    if rows.empty:
+        return None
+    ctx = contexts_by_token(rows)[int(v)]
+    w = ctx.shape[1] // 2
+    if w != int(context["w"]):
+        raise KnockoutInputError(f"windows table has radius {w}, the context parameters w={context['w']}")
+    similarity, pad_policy = context.get("similarity", "positional"), context.get("pad_policy", "never")
+    m = left_min_matches(float(context["gamma"]), w, similarity)
+    left = np.unique(ctx[:, :w], axis=0)
+    if pad_policy == "never":
+        left = left[(left >= 0).sum(axis=1) >= m]
+    if len(left) == 0:
+        return None
+    return LocalBan(ids=tuple(int(b) for b in banned), contexts=tuple(tuple(int(x) for x in r) for r in left),
+                    min_matches=m, reach=w, similarity=similarity, pad_policy=pad_policy)
+
+
+def plan(candidates: pd.DataFrame, contexts: pd.DataFrame, shard_size: int, min_share: float = 0.0,
+         policies: Iterable[str] | None = None, context: Mapping | None = None) -> pd.DataFrame:
+    """One row per (candidate, policy) slot, in rank order (policies in :data:`POLICIES` order, token first):
+    ``shard`` (the slot's block of ``shard_size``), ``arm`` (:func:`arm_key` of the banned set, ``local:<v>`` for a
+    local arm), ``banned`` (list of ids), ``n_banned``, ``local`` (the local ban as JSON, ``""`` for the others) and
     ``gen_shard``, the shard that generates the arm: the shard of its first slot, so an arm shared by several slots
-    (a window W(v) = {v}, or two candidates with the same window) is generated once. Window arms use
-    :func:`rocktokens.windows.window_candidates`."""
+    (a window W(v) = {v}, or two candidates with the same window) is generated once. Window and local arms ban
+    :func:`rocktokens.windows.window_candidates`; the local arms need ``context`` (:func:`local_ban`)."""
     if int(shard_size) < 1:
         raise KnockoutInputError(f"shard_size must be >= 1, got {shard_size}")
+    policies = check_policies(policies)
+    if "local" in policies and context is None:
+        raise KnockoutInputError("the local policy needs the context parameters (chosen_K.json context_params)")
     pool = candidates["token_id"].astype(int).tolist()
     rows = []
     for v in pool:
-        for policy, banned in (("token", [v]), ("window", window_candidates(contexts, v, pool, min_share))):
-            banned = sorted(int(b) for b in banned)
+        window = sorted(int(b) for b in window_candidates(contexts, v, pool, min_share)) \
+            if {"window", "local"} & set(policies) else []
+        for policy in policies:
+            banned, spec = ([v] if policy == "token" else window), ""
+            arm = arm_key(banned)
+            if policy == "local":
+                ban = local_ban(contexts, v, banned, context)
+                if ban is None:
+                    arm = ""  # no stored context can match: the ban never bites, the arm is the baseline
+                elif ban.min_matches > 0:  # (m = 0: always active, the global window arm itself)
+                    arm, spec = f"{LOCAL_PREFIX}{v}", json.dumps(ban.to_dict())
             rows.append({"token_id": v, "policy": policy, "shard": f"s{len(rows) // int(shard_size):03d}",
-                         "arm": arm_key(banned), "banned": banned, "n_banned": len(banned)})
-    df = pd.DataFrame(rows, columns=["token_id", "policy", "shard", "arm", "banned", "n_banned"])
+                         "arm": arm, "banned": banned, "n_banned": len(banned), "local": spec})
+    df = pd.DataFrame(rows, columns=["token_id", "policy", "shard", "arm", "banned", "n_banned", "local"])
     df["gen_shard"] = df.groupby("arm", sort=False)["shard"].transform("first")
+    df.loc[df["arm"] == "", "gen_shard"] = BASELINE_SHARD  # the baseline shard generates it
     return df
 
 
 def arm_key(banned: Iterable[int]) -> str:
-    """The identity of an arm: its sorted banned ids joined by ``,`` (``""`` = the baseline)."""
+    """The identity of a token or window arm: its sorted banned ids joined by ``,`` (``""`` = the baseline)."""
     return ",".join(str(i) for i in sorted({int(b) for b in banned}))
 
 
+def is_local(key: str) -> bool:
+    return key.startswith(LOCAL_PREFIX)
+
+
 def parse_arm(key: str) -> tuple[int, ...]:
+    """The banned ids of a token or window arm (a local arm's ban is in the plan: :func:`local_bans`)."""
+    if is_local(key):
+        raise KnockoutInputError(f"arm {key!r} is a local arm: its ban is the plan's 'local' column (local_bans)")
     return tuple(int(x) for x in key.split(",")) if key else ()
+
+
+def local_bans(plan_df: pd.DataFrame) -> dict[str, LocalBan]:
+    """{arm: LocalBan} of the plan's local arms (what a shard needs besides the arm keys)."""
+    rows = plan_df[plan_df["arm"].map(is_local)] if "local" in plan_df else plan_df.iloc[:0]
+    return {a: LocalBan.from_dict(json.loads(spec)) for a, spec in zip(rows["arm"], rows["local"])}
 
 
 def shard_arms(plan_df: pd.DataFrame, shard: str) -> list[str]:
@@ -181,29 +302,54 @@ def select_problems(df: pd.DataFrame, n_problems: int | None, name: str) -> pd.D
     return df.reset_index(drop=True)
 
 
+def _arm_bans(arms: Sequence[str], local: Mapping[str, LocalBan] | None) -> dict[str, tuple]:
+    """{arm: (static banned ids, local ban or None)}; a local arm missing from ``local`` is one clear error."""
+    out = {}
+    for arm in arms:
+        if is_local(arm):
+            if local is None or arm not in local:
+                raise KnockoutInputError(f"local arm {arm!r} has no local ban (pass the plan's local_bans)")
+            out[arm] = ((), local[arm])
+        else:
+            out[arm] = (parse_arm(arm), None)
+    return out
+
+
 def build_requests(prompt_ids: Mapping[str, Sequence[Sequence[int]]], problem_ids: Mapping[str, Sequence[str]],
-                   arms: Sequence[str], m: int, seed: int) -> tuple[list[GenerationRequest], list[tuple]]:
+                   arms: Sequence[str], m: int, seed: int, local: Mapping[str, LocalBan] | None = None
+                   ) -> tuple[list[GenerationRequest], list[tuple]]:
     """Requests of every (benchmark, problem, arm, sample), problem-major so arms of one problem sit together.
 
-    The seed depends on (benchmark, problem, sample) only — identical across arms (the pairing)."""
+    The seed depends on (benchmark, problem, sample) only — identical across arms (the pairing). ``local``: the
+    local arms' bans (:func:`local_bans`)."""
     m = check_samples(m)
+    bans = _arm_bans(arms, local)
     reqs, keys = [], []
     for bench, ids in problem_ids.items():
         for pid, pids in zip(ids, prompt_ids[bench]):
             for s in range(m):
                 sd = derive_seed(seed, "knockout", bench, pid, s)
                 for arm in arms:
-                    reqs.append(GenerationRequest(prompt_ids=tuple(pids), seed=sd, banned_ids=parse_arm(arm)))
+                    banned, lb = bans[arm]
+                    reqs.append(GenerationRequest(prompt_ids=tuple(pids), seed=sd, banned_ids=banned, local_ban=lb))
                     keys.append((arm, bench, pid, s))
     return reqs, keys
 
 
+def ban_activity(request: GenerationRequest, token_ids: Sequence[int]) -> list[bool]:
+    """For each generated token: was a ban of ``request`` in force at the step that chose it?"""
+    if request.local_ban is not None:
+        return request.local_ban.active_steps(token_ids)
+    return [bool(request.banned_ids)] * len(token_ids)
+
+
 def generate_arms(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms: Sequence[str], m: int,
-                  params: SamplingParams, seed: int) -> pd.DataFrame:
+                  params: SamplingParams, seed: int, local: Mapping[str, LocalBan] | None = None) -> pd.DataFrame:
     """Generate and score every arm on every benchmark in ONE ``backend.generate`` call (one mask per sequence).
 
-    Returns one row per (arm, benchmark, problem, sample): ``correct``, ``n_tokens``, ``finish_reason``.
-    Raises ``RuntimeError`` if a generated sequence contains one of its banned ids (never expected).
+    Returns one row per (arm, benchmark, problem, sample): ``correct``, ``n_tokens``, ``n_ban_active``,
+    ``finish_reason``. Raises ``RuntimeError`` if a generated sequence holds one of its banned ids at a step where
+    the ban was in force (never expected).
     """
     from rocktokens.training.stages import encode_prompt
     from rocktokens.world.checker import grade
@@ -212,21 +358,24 @@ def generate_arms(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms:
     for name, df in benches.items():
         check_benchmark(df, name)
     vocab = int(getattr(backend, "vocab_size"))
-    check_ids_in_vocab({i for a in arms for i in parse_arm(a)}, vocab, "banned")
+    bans = _arm_bans(arms, local)
+    check_ids_in_vocab({i for ids, lb in bans.values() for i in (*ids, *(lb.ids if lb else ()))}, vocab, "banned")
     prompt_ids = {b: [encode_prompt(tokenizer, p) for p in df["prompt"]] for b, df in benches.items()}
     problem_ids = {b: df["id"].astype(str).tolist() for b, df in benches.items()}
-    reqs, keys = build_requests(prompt_ids, problem_ids, arms, m, seed)
+    reqs, keys = build_requests(prompt_ids, problem_ids, arms, m, seed, local)
     results = backend.generate(reqs, params)
     meta = {b: df.assign(id=df["id"].astype(str)).set_index("id") for b, df in benches.items()}
     rows, n_timeouts = [], 0
     for (arm, bench, pid, s), q, r in zip(keys, reqs, results):
-        if q.banned_ids and set(r.token_ids) & set(q.banned_ids):
+        active = ban_activity(q, r.token_ids)
+        ids = set(q.banned_ids) | set(q.local_ban.ids if q.local_ban is not None else ())
+        if any(a and t in ids for a, t in zip(active, r.token_ids)):
             raise RuntimeError(f"arm {arm!r}, {bench}/{pid} sample {s}: a banned id was generated")
         resp = tokenizer.decode(r.token_ids, skip_special_tokens=True)
         verdict = grade(resp, meta[bench].at[pid, "checker"], meta[bench].at[pid, "answer"])
         n_timeouts += bool(verdict.timed_out)
         rows.append({"arm": arm, "benchmark": bench, "id": pid, "sample": s, "correct": bool(verdict.correct),
-                     "n_tokens": len(r.token_ids), "finish_reason": r.finish_reason})
+                     "n_tokens": len(r.token_ids), "n_ban_active": int(sum(active)), "finish_reason": r.finish_reason})
     if n_timeouts:
         log.warning("%d of %d answer checks timed out (scored incorrect)", n_timeouts, len(rows))
     return pd.DataFrame(rows)
@@ -234,11 +383,13 @@ def generate_arms(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms:
 
 def run_shard(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms: Sequence[str], m: int,
               params: SamplingParams, seed: int, *, arms_per_chunk: int, state_dir=None, spec: dict | None = None,
-              progress: bool = True) -> pd.DataFrame:
-    """All arms of one shard, ``arms_per_chunk`` arms per generate call (each call mixes their masks).
+              progress: bool = True, local: Mapping[str, LocalBan] | None = None) -> pd.DataFrame:
+    """All arms of one shard, ``arms_per_chunk`` arms per generate call (each call mixes their masks); ``local``:
+    the local arms' bans (:func:`local_bans`).
 
     With ``state_dir``, each finished chunk is saved there (``chunk-XXXX.parquet``) next to ``spec.json``; a rerun
-    with the same ``spec`` skips the saved chunks (a killed shard resumes), a different spec starts afresh.
+    with the same ``spec`` (and the same arms and local bans) skips the saved chunks (a killed shard resumes), a
+    different one starts afresh.
     """
     from tqdm.auto import tqdm
 
@@ -250,7 +401,8 @@ def run_shard(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms: Seq
     state = Path(state_dir) if state_dir is not None else None
     if state is not None:
         spec_path = state / "spec.json"
-        full_spec = {"spec": spec or {}, "arms": list(arms), "arms_per_chunk": int(arms_per_chunk)}
+        full_spec = {"spec": spec or {}, "arms": list(arms), "arms_per_chunk": int(arms_per_chunk),
+                     "local": {a: local[a].to_dict() for a in arms if is_local(a) and local and a in local}}
         if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(full_spec, default=str)):
             log.info("knockout state in %s is for other settings: starting afresh", state)
             for f in state.glob("chunk-*.parquet"):
@@ -263,7 +415,7 @@ def run_shard(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms: Seq
         if path is not None and path.exists():
             parts.append(pd.read_parquet(path))
             continue
-        df = generate_arms(backend, tokenizer, benches, chunk, m, params, seed)
+        df = generate_arms(backend, tokenizer, benches, chunk, m, params, seed, local)
         if path is not None:
             write_parquet(df, path)
         parts.append(df)
@@ -296,13 +448,16 @@ def per_problem(indicators: pd.DataFrame) -> pd.DataFrame:
 
 
 def effects(plan_df: pd.DataFrame, indicators: pd.DataFrame, n_resamples: int, seed: int) -> pd.DataFrame:
-    """Δ(v) (Eq. 20) and Δ(W(v)) (Eq. 21) with paired-bootstrap p-values, one row per (benchmark, candidate,
-    policy): ``arm``, ``n_banned``, ``acc`` (knockout accuracy), ``baseline_acc``, ``delta``, ``p``, ``ci_lo``,
-    ``ci_hi``, ``n_problems``, ``m``, ``n_resamples``, ``sd_diff`` (SD over problems of the paired differences).
+    """Δ(v) (Eq. 20), Δ(W(v)) (Eq. 21) and the local-window Δ with paired-bootstrap p-values, one row per
+    (benchmark, candidate, policy): ``arm``, ``n_banned``, ``acc`` (knockout accuracy), ``baseline_acc``, ``delta``,
+    ``p``, ``ci_lo``, ``ci_hi``, ``n_problems``, ``m``, ``n_resamples``, ``sd_diff`` (SD over problems of the paired
+    differences), ``active_share`` (the share of the arm's decoding steps at which its ban was in force: 1 for a
+    token or window arm, the local ban's reach for a local arm; NaN for indicators without ``n_ban_active``).
 
     ``indicators`` holds the baseline arm (``""``) and every arm of ``plan_df``; a benchmark's problems and m must
-    be identical across arms (the pairing), else a clear error. The bootstrap resamples are shared by all arms of a
-    benchmark (seeded by ``seed`` and the benchmark name).
+    be identical across arms (the pairing), else a clear error. A slot whose arm is the baseline (a local ban that
+    can never match) gets Δ = 0, p = 1. The bootstrap resamples are shared by all arms of a benchmark (seeded by
+    ``seed`` and the benchmark name).
     """
     dup = indicators.duplicated(["arm", "benchmark", "id", "sample"])
     if dup.any():
@@ -310,13 +465,19 @@ def effects(plan_df: pd.DataFrame, indicators: pd.DataFrame, n_resamples: int, s
         raise KnockoutInputError(f"{int(dup.sum())} duplicated knockout indicator row(s), e.g. arm {first['arm']!r} "
                                  f"on {first['benchmark']}/{first['id']} sample {first['sample']}: shards overlap")
     pp = per_problem(indicators)
+    if "n_ban_active" in indicators:
+        act = indicators.groupby(["benchmark", "arm"], sort=False)[["n_ban_active", "n_tokens"]].sum()
+        share = (act["n_ban_active"] / act["n_tokens"].where(act["n_tokens"] > 0)).rename("active_share")
+    else:
+        share = pd.Series(np.nan, index=pd.MultiIndex.from_tuples([], names=["benchmark", "arm"]), name="active_share")
     out = []
     for bench, g in pp.groupby("benchmark", sort=False):
         wide = g.pivot(index="id", columns="arm", values="acc")
         m_by_arm = g.groupby("arm")["m"].agg(["min", "max"])
         if "" not in wide.columns:
             raise KnockoutInputError(f"benchmark {bench!r}: no baseline indicators")
-        needed = sorted(set(plan_df["arm"]))
+        arms = sorted(set(plan_df["arm"]))
+        needed = [a for a in arms if a != ""]
         missing = [a for a in needed if a not in wide.columns]
         if missing:
             raise KnockoutInputError(f"benchmark {bench!r}: no indicators for {len(missing)} arm(s), e.g. {missing[:3]}")
@@ -327,18 +488,19 @@ def effects(plan_df: pd.DataFrame, indicators: pd.DataFrame, n_resamples: int, s
         if ms.to_numpy().min() != ms.to_numpy().max():
             raise KnockoutInputError(f"benchmark {bench!r}: arms have different samples per problem (unpaired)")
         base = sub[""].to_numpy()
-        diffs = sub[needed].to_numpy() - base[:, None]
+        diffs = np.column_stack([sub[a].to_numpy() - base for a in arms])
         bs = paired_bootstrap(diffs, n_resamples, derive_seed(seed, "knockout-bootstrap", bench))
-        bs.insert(0, "arm", needed)
-        bs["acc"] = sub[needed].mean(axis=0).to_numpy()
+        bs.insert(0, "arm", arms)
+        bs["acc"] = [float(sub[a].mean()) for a in arms]
         bs["baseline_acc"] = float(base.mean())
         bs["m"] = int(ms.to_numpy().max())
         bs["sd_diff"] = diffs.std(axis=0, ddof=1) if len(diffs) > 1 else np.nan
+        bs["active_share"] = [share.get((bench, a), np.nan) if a else 0.0 for a in arms]
         rows = plan_df[["token_id", "policy", "arm", "n_banned"]].merge(bs, on="arm", how="left")
         rows.insert(0, "benchmark", bench)
         out.append(rows)
     cols = ["benchmark", "token_id", "policy", "arm", "n_banned", "acc", "baseline_acc", "delta", "p", "ci_lo",
-            "ci_hi", "n_problems", "m", "n_resamples", "sd_diff"]
+            "ci_hi", "n_problems", "m", "n_resamples", "sd_diff", "active_share"]
     return pd.concat(out, ignore_index=True)[cols]
 
 
@@ -358,17 +520,85 @@ def power(eff: pd.DataFrame, alpha: float, effect: float = 0.10, power_: float =
     return pd.DataFrame(rows)
 
 
+def censuses_of(policies: Iterable[str]) -> list[str]:
+    """The censuses (:data:`CENSUSES`, in order) whose policies were all run."""
+    have = set(policies)
+    return [c for c, (pols, _) in CENSUSES.items() if set(pols) <= have]
+
+
 def categorize(eff: pd.DataFrame, candidates: pd.DataFrame, eps: float, alpha: float) -> pd.DataFrame:
-    """Eq. 22 per (benchmark, candidate): the token and window effects side by side and the category."""
-    t = eff[eff["policy"] == "token"].set_index(["benchmark", "token_id"])
-    w = eff[eff["policy"] == "window"].set_index(["benchmark", "token_id"])
-    df = pd.DataFrame({"delta_token": t["delta"], "p_token": t["p"], "ci_lo_token": t["ci_lo"], "ci_hi_token": t["ci_hi"],
-                       "baseline_acc": t["baseline_acc"]})
-    df = df.join(pd.DataFrame({"delta_window": w["delta"], "p_window": w["p"], "n_window": w["n_banned"]}), how="left")
+    """Eq. 22 per (benchmark, candidate): each policy's effect side by side (``delta_<policy>``, ``p_<policy>``,
+    ``ci_lo_<policy>``, ``ci_hi_<policy>``, ``n_<policy>`` = |banned| for window and local) and one category per
+    census (``category_<census>``, :data:`CENSUSES`: a single policy's test, or Eq. 22's "token or window" union).
+    ``category`` is the paper's census (``token_or_window``; ``token`` when no window policy was run)."""
+    policies = [p for p in POLICIES if (eff["policy"] == p).any()]
+    if "token" not in policies:
+        raise KnockoutInputError("the knockout effects hold no token policy (Eq. 20)")
+    by = {p: eff[eff["policy"] == p].set_index(["benchmark", "token_id"]) for p in policies}
+    t = by["token"]
+    df = pd.DataFrame({"baseline_acc": t["baseline_acc"]})
+    for p in policies:
+        e = by[p]
+        part = {f"delta_{p}": e["delta"], f"p_{p}": e["p"], f"ci_lo_{p}": e["ci_lo"], f"ci_hi_{p}": e["ci_hi"]}
+        if p != "token":
+            part[f"n_{p}"] = e["n_banned"]
+        df = df.join(pd.DataFrame(part), how="left")
+    nan = np.full(len(df), np.nan)
+    for c in censuses_of(policies):
+        pols = CENSUSES[c][0]
+        first, second = pols[0], (pols[1] if len(pols) > 1 else None)
+        df[f"category_{c}"] = classify(df[f"delta_{first}"], df[f"p_{first}"],
+                                       df[f"delta_{second}"] if second else nan, df[f"p_{second}"] if second else nan,
+                                       eps, alpha)
+    df["category"] = df[f"category_{PAPER_CENSUS}" if "window" in policies else "category_token"]
     df = df.reset_index()
-    df["category"] = classify(df["delta_token"], df["p_token"], df["delta_window"], df["p_window"], eps, alpha)
     cand = candidates[[c for c in ("token_id", "rank", "token", "in_core") if c in candidates.columns]]
     return df.merge(cand, on="token_id", how="left").sort_values(["benchmark", "rank"], kind="stable").reset_index(drop=True)
+
+
+def multiple_testing(eff: pd.DataFrame, alpha: float, qs: Sequence[float]) -> pd.DataFrame:
+    """Appendix D.2 per benchmark and family: the tests of each census (:data:`CENSUSES`: each policy alone, then
+    the pooled "token or window" / "token or local" families), how many survive Bonferroni at α and
+    Benjamini–Hochberg at each q (``rocktokens.stats``), the raw rejections p ≤ α, the smallest p and α/n.
+
+    One test per distinct arm: an arm shared by two slots (W(v) = {v} is the token arm; two candidates with the same
+    window) is one test, counted once in a family (``n_shared`` slots were merged so); a slot whose arm is the
+    baseline (a local ban that never matches) is no test (``n_untestable``). ``paper`` marks the paper's family
+    (token knockout, α/200)."""
+    from rocktokens.stats import benjamini_hochberg, bonferroni
+
+    policies = [p for p in POLICIES if (eff["policy"] == p).any()]
+    rows = []
+    for b, g in eff.groupby("benchmark", sort=False):
+        for fam in censuses_of(policies):
+            slots = g[g["policy"].isin(CENSUSES[fam][0])]
+            tests = slots[slots["arm"] != ""].drop_duplicates("arm")
+            p = tests["p"].to_numpy(float)
+            row = {"benchmark": b, "family": fam, "label": CENSUSES[fam][1], "paper": fam == PAPER_FAMILY,
+                   "n_tests": len(p), "n_shared": int((slots["arm"] != "").sum()) - len(p),
+                   "n_untestable": int((slots["arm"] == "").sum()),
+                   "min_p": float(p.min()) if len(p) else float("nan"), "raw_rejections": int((p <= alpha).sum()),
+                   "bonferroni_threshold": alpha / max(len(p), 1),
+                   "bonferroni_rejections": int(bonferroni(p, alpha).sum())}
+            for q in qs:
+                row[f"bh_q{q:g}_rejections"] = int(benjamini_hochberg(p, q).sum())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _per_census(categories: pd.DataFrame, fn) -> pd.DataFrame:
+    """``fn(categories with category = that census's)`` for every census present, stacked with ``census``,
+    ``label`` and ``paper`` (the paper's census) in front, token only first."""
+    parts = []
+    for c in CENSUSES:
+        if f"category_{c}" not in categories:
+            continue
+        t = fn(categories.assign(category=categories[f"category_{c}"]))
+        t.insert(0, "paper", c == PAPER_CENSUS)
+        t.insert(0, "label", CENSUSES[c][1])
+        t.insert(0, "census", c)
+        parts.append(t)
+    return pd.concat(parts, ignore_index=True)
 
 
 # ----------------------------------------------------------------------------------------------- predictors
@@ -409,52 +639,80 @@ def predictors(stats_post: pd.DataFrame, stats_pre: pd.DataFrame, token_ids: Seq
 
 
 # ----------------------------------------------------------------------------------------------- config
+def check_k_screen(k_screen: int, K: int, what: str) -> None:
+    """The screening pool must contain the rock set R (the paper's R̃ ⊃ R, FACTS.md mistake 6): K_screen ≥ K."""
+    if int(k_screen) < int(K):
+        raise KnockoutInputError(f"config key 'knockout.k_screen': {k_screen} is below {what} K={K}, so the screened "
+                                 f"pool would not contain the rock set R (the paper screens R̃ ⊃ R); raise it to >= {K}")
+
+
 def check_knockout_config(config: dict) -> None:
     """Cross-field checks of the ``knockout`` section (the schema checks keys and types): its benchmarks must be
-    prepared by the workflow (top-level ``benchmarks``), be distinct, and the core K must not exceed K_screen."""
+    prepared by the workflow (top-level ``benchmarks``), be distinct, K_screen must reach the largest K of
+    ``rocks.Ks`` (any of them may be chosen), the core K must not exceed K_screen, and the policies must be known
+    and include ``token``."""
     ko = config["knockout"]
     unknown = [b for b in ko["benchmarks"] if b not in config["benchmarks"]]
     if unknown:
         raise KnockoutInputError(f"config key 'knockout.benchmarks': {unknown} not in the top-level 'benchmarks' list")
     if len(set(ko["benchmarks"])) != len(ko["benchmarks"]):
         raise KnockoutInputError("config key 'knockout.benchmarks': duplicate benchmark")
+    if config.get("rocks", {}).get("Ks"):
+        check_k_screen(ko["k_screen"], max(config["rocks"]["Ks"]), "the largest rock set size in rocks.Ks,")
     if ko.get("core_K") is not None and ko["core_K"] > ko["k_screen"]:
         raise KnockoutInputError(f"config key 'knockout.core_K': {ko['core_K']} exceeds k_screen {ko['k_screen']}")
+    check_policies(ko.get("policies"))
     check_samples(ko["samples"])
 
 
 # ----------------------------------------------------------------------------------------------- rule bodies
-def make_plan(stats: pd.DataFrame, contexts: pd.DataFrame, chosen: dict, ko: dict, vocab_size: int):
+def make_plan(stats: pd.DataFrame, contexts: pd.DataFrame, chosen: dict, *, k_screen: int, core_K: int | None,
+              shard_size: int, window_min_share: float = 0.0, policies: Iterable[str] | None = None,
+              vocab_size: int):
     """Rule knockout_plan: (candidates with their shard and window size, the (candidate, policy) → arm plan).
 
-    The core K (Appendix D.2's "K=100 core") is ``ko["core_K"]``, or the chosen K of the rock analysis when null.
+    The core K (Appendix D.2's "K=100 core") is ``core_K``, or the chosen K of the rock analysis when None;
+    K_screen below the chosen K is an error (the pool must contain R). The local policy's matching uses the rock
+    analysis's own context parameters (``chosen["context_params"]``: w, γ, similarity, PAD policy).
     """
-    core_k = ko["core_K"] if ko.get("core_K") is not None else int(chosen["K"])
-    cands = screen_candidates(stats, ko["k_screen"], core_k, vocab_size)
-    p = plan(cands, contexts, ko["shard_size"], ko.get("window_min_share", 0.0))
+    check_k_screen(k_screen, int(chosen["K"]), "the chosen")
+    core_k = core_K if core_K is not None else int(chosen["K"])
+    policies = check_policies(policies)
+    cands = screen_candidates(stats, k_screen, core_k, vocab_size)
+    p = plan(cands, contexts, shard_size, window_min_share, policies,
+             chosen.get("context_params") if "local" in policies else None)
     tok = p[p["policy"] == "token"][["token_id", "shard"]]
-    win = p[p["policy"] == "window"][["token_id", "n_banned"]].rename(columns={"n_banned": "window_size"})
-    cands = cands.merge(tok, on="token_id").merge(win, on="token_id")
-    log.info("screening %d candidates (core K=%d) in %d shard(s); %d distinct arms; mean |W(v)| = %.1f",
-             len(cands), core_k, cands["shard"].nunique(), p["arm"].nunique(), cands["window_size"].mean())
+    cands = cands.merge(tok, on="token_id")
+    if "window" in policies or "local" in policies:
+        win = p[p["policy"] == ("window" if "window" in policies else "local")][["token_id", "n_banned"]]
+        cands = cands.merge(win.rename(columns={"n_banned": "window_size"}), on="token_id")
+    if "local" in policies:
+        loc = p[p["policy"] == "local"]
+        n_ctx = loc["local"].map(lambda sp: len(json.loads(sp)["contexts"]) if sp else 0)
+        cands = cands.merge(pd.DataFrame({"token_id": loc["token_id"], "local_contexts": n_ctx.to_numpy()}),
+                            on="token_id")
+    log.info("screening %d candidates (core K=%d) under %s in %d shard(s); %d distinct arms%s", len(cands), core_k,
+             "/".join(policies), p["shard"].nunique(), p["arm"].nunique(),
+             f"; mean |W(v)| = {cands['window_size'].mean():.1f}" if "window_size" in cands else "")
     return cands, p
 
 
-def tables(categories: pd.DataFrame, eff: pd.DataFrame, preds: pd.DataFrame, candidates: pd.DataFrame,
-           ko: dict) -> dict[str, pd.DataFrame]:
-    """Rule knockout_tables: Table 1, Table 2 (+ cross-task agreement), multiple testing, the sign tests and the
-    design's power (:func:`power`)."""
-    from rocktokens.stats import census, correlation_table, cross_task_agreement, multiple_testing, sign_tests
+def tables(categories: pd.DataFrame, eff: pd.DataFrame, preds: pd.DataFrame, candidates: pd.DataFrame, *,
+           benchmarks: Sequence[str], alpha: float, fdr_q: Sequence[float]) -> dict[str, pd.DataFrame]:
+    """Rule knockout_tables: Table 1 (token Δ), and per census (:data:`CENSUSES`, token only first; ``paper`` marks
+    the paper's) Table 2 with the cross-task agreement and the sign tests; the multiple testing per family
+    (:func:`multiple_testing`); the design's power per policy (:func:`power`)."""
+    from rocktokens.stats import census, correlation_table, cross_task_agreement, sign_tests
 
-    benches = list(ko["benchmarks"])
+    benches = list(benchmarks)
     deltas = categories[["benchmark", "token_id", "delta_token"]].rename(columns={"delta_token": "delta"})
     baseline = categories.groupby("benchmark")["baseline_acc"].first().to_dict()
     core = candidates.loc[candidates["in_core"], "token_id"].tolist()
     return {
         "table1": correlation_table(deltas, preds, PREDICTORS, benches),
-        "table2": census(categories, baseline, benches),
-        "agreement": cross_task_agreement(categories, benches),
-        "multiple_testing": multiple_testing(eff, ko["alpha"], ko["fdr_q"]),
-        "sign_test": sign_tests(categories, core, benches),
-        "power": power(eff, ko["alpha"]),
+        "table2": _per_census(categories, lambda c: census(c, baseline, benches)),
+        "agreement": _per_census(categories, lambda c: cross_task_agreement(c, benches)),
+        "multiple_testing": multiple_testing(eff, alpha, fdr_q),
+        "sign_test": _per_census(categories, lambda c: sign_tests(c, core, benches)),
+        "power": power(eff, alpha),
     }

@@ -9,9 +9,16 @@ Conventions
 -----------
 * ``token_stats`` has columns token_id, qwen3_id, token, freq, mean_loss, R (= mean_loss · freq, Eq. 4) and,
   optionally, CCR and R_ctx from the context-consistency step. Missing CCR / R_ctx read as NaN.
-* Ranking: R descending, ties broken by token_id ascending. The same order is used for the rock set, the
+* Ranking (:func:`ranked`, THE order of the study): the rock score in force descending, ties broken by
+  token_id ascending. The score is ``rocks.score`` (:data:`ROCK_SCORES`): ``R`` (Eq. 4, the ranking of
+  Appendix E and of every number the paper reports; the default) or ``R_ctx`` (Eq. 13, the context-consistent
+  score of §2.2). The rock analysis writes it into ``token_stats.parquet`` as the column ``rock_score``
+  (:func:`with_rock_score`), so every reader of that file — the figures, the knockout screen — ranks by the
+  same score without being told which (:func:`score_column`): one R for the rock sets frozen in training and
+  the candidates screened by knockout (FACTS, mistake 6). The same order is used for the rock set, the
   coverage curve and every resample of the stability sweep, so a top-K is a pure function of the frame.
-* Corpus-level KL is Σ_v R(v) (R(v) is the total loss carried by v), so coverage(K) = Σ_{top-K} R / Σ_all R.
+* Corpus-level KL is Σ_v R(v) (R(v) is the total loss carried by v, Eq. 3), so coverage(K) = Σ_{top-K} R / Σ_all R,
+  the top-K taken under the ranking score (for ``R_ctx``: the share of the KL carried by the R_ctx top-K).
 """
 from __future__ import annotations
 
@@ -91,6 +98,32 @@ def functional_cluster(token: str) -> str:
 
 REQUIRED = ("token_id", "token", "freq", "mean_loss", "R")
 ROCK_COLUMNS = ["token_id", "qwen3_id", "token", "freq", "mean_loss", "R", "CCR", "R_ctx", "rank", "cluster"]
+#: ``rocks.score``: R (Eq. 4; Appendix E, the paper's ranking) or R_ctx (Eq. 13; R · CCR, context-consistent).
+ROCK_SCORES = ("R", "R_ctx")
+#: The column of ``token_stats.parquet`` holding the rock score in force (written by :func:`with_rock_score`).
+SCORE_COLUMN = "rock_score"
+
+
+def score_column(token_stats: pd.DataFrame, score: str | None = None) -> str:
+    """The column the rock ranking sorts by: ``score`` when given (a name of :data:`ROCK_SCORES`, or
+    :data:`SCORE_COLUMN`); otherwise :data:`SCORE_COLUMN` when the frame carries it (the rock analysis's
+    ``token_stats.parquet``, where it holds ``rocks.score``), else ``R`` (Eq. 4: frames straight from the
+    aggregator, which know no other score)."""
+    if score is None:
+        return SCORE_COLUMN if SCORE_COLUMN in token_stats.columns else "R"
+    if score not in (*ROCK_SCORES, SCORE_COLUMN):
+        raise ValueError(f"rock score {score!r} not in {ROCK_SCORES}")
+    return score
+
+
+def with_rock_score(token_stats: pd.DataFrame, score: str) -> pd.DataFrame:
+    """``token_stats`` with :data:`SCORE_COLUMN` = the ``score`` column (``rocks.score``: R or R_ctx), ranked
+    under it (:func:`ranked`: ``rank`` 1-based, rows in rock order). What the rock analysis writes, so that
+    every later reader ranks by the score in force."""
+    if score not in ROCK_SCORES:
+        raise ValueError(f"rocks.score {score!r} not in {ROCK_SCORES}")
+    _check_stats(token_stats, score=score)
+    return ranked(token_stats.assign(**{SCORE_COLUMN: token_stats[score].to_numpy(dtype=float)}), SCORE_COLUMN)
 
 
 def _check_stats(token_stats: pd.DataFrame, what: str = "token_stats", score: str = "R",
@@ -107,8 +140,11 @@ def _check_stats(token_stats: pd.DataFrame, what: str = "token_stats", score: st
         raise ValueError(f"{what} has NaN in column {score!r}")
 
 
-def ranked(token_stats: pd.DataFrame, score: str = "R") -> pd.DataFrame:
-    """All token types ordered by ``score`` descending, ties by token_id ascending; ``rank`` is 1-based."""
+def ranked(token_stats: pd.DataFrame, score: str | None = None) -> pd.DataFrame:
+    """All token types in rock order: by the rock score (:func:`score_column`: ``score``, else the frame's
+    recorded ``rock_score``, else R) descending, ties by token_id ascending; ``rank`` is 1-based. The one
+    ranking of the rock sets, the coverage curve and the knockout screen."""
+    score = score_column(token_stats, score)
     _check_stats(token_stats, score=score)
     df = token_stats.sort_values([score, "token_id"], ascending=[False, True], kind="mergesort")
     df = df.reset_index(drop=True)
@@ -116,10 +152,12 @@ def ranked(token_stats: pd.DataFrame, score: str = "R") -> pd.DataFrame:
     return df
 
 
-def top_k_ids(token_stats: pd.DataFrame, K: int, score: str = "R") -> list[int]:
-    """token_ids of the top-K (all of them when fewer than K types were observed — used on sub-corpora)."""
+def top_k_ids(token_stats: pd.DataFrame, K: int, score: str | None = None) -> list[int]:
+    """token_ids of the top-K in the order of :func:`ranked` (all of them when fewer than K types were
+    observed — used on sub-corpora)."""
     if len(token_stats) == 0:
         return []
+    score = score_column(token_stats, score)
     idx = np.lexsort((token_stats["token_id"].to_numpy(), -token_stats[score].to_numpy(dtype=float)))
     return token_stats["token_id"].to_numpy()[idx[:K]].tolist()
 
@@ -132,8 +170,9 @@ def _check_K(K, n_types: int) -> int:
     return int(K)
 
 
-def rock_set(token_stats: pd.DataFrame, K: int, score: str = "R") -> pd.DataFrame:
-    """The top-K rock tokens by ``score`` (R, Eq. 4, by default), ties by token_id, with their cluster.
+def rock_set(token_stats: pd.DataFrame, K: int, score: str | None = None) -> pd.DataFrame:
+    """The top-K rock tokens in the order of :func:`ranked` (the recorded rock score, else R, Eq. 4), ties by
+    token_id, with their cluster.
 
     Columns: token_id, qwen3_id, token, freq, mean_loss, R, CCR, R_ctx, rank, cluster. CCR and R_ctx are NaN
     when the context-consistency step did not run (R_ctx is R·CCR, Eq. 13, when only CCR is given).
@@ -161,18 +200,20 @@ def cluster_counts(rocks: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- coverage
 
-def coverage_curve(token_stats: pd.DataFrame, score: str = "R") -> pd.DataFrame:
-    """Cumulative share of the corpus-level KL (Σ_v R(v)) held by the top-K, for K = 1 … number of types.
+def coverage_curve(token_stats: pd.DataFrame, score: str | None = None) -> pd.DataFrame:
+    """Cumulative share of the corpus-level KL (Σ_v R(v), Eq. 3) held by the top-K, for K = 1 … number of
+    types, the top-K taken in the order of :func:`ranked` (under R_ctx: the KL share of the R_ctx top-K).
 
-    Columns: K, token_id, R, coverage.
+    Columns: K, token_id, R, cum_R, coverage. The sums run left to right, so coverage never steps down while
+    every R ≥ 0, and the last row is exactly 1.
     """
     df = ranked(token_stats, score=score)
-    total = float(df[score].sum())
+    cum = np.cumsum(df["R"].to_numpy(dtype=float))
+    total = float(cum[-1]) if cum.size else 0.0
     if not total > 0:
-        raise ValueError(f"total {score} is {total}: coverage is undefined")
+        raise ValueError(f"total R is {total}: coverage is undefined")
     return pd.DataFrame({"K": df["rank"].to_numpy(), "token_id": df["token_id"].to_numpy(),
-                         "R": df[score].to_numpy(dtype=float),
-                         "coverage": np.cumsum(df[score].to_numpy(dtype=float)) / total})
+                         "R": df["R"].to_numpy(dtype=float), "cum_R": cum, "coverage": cum / total})
 
 
 def coverage_at(coverage_df: pd.DataFrame, K: int) -> float:

@@ -145,9 +145,9 @@ def _short(path) -> str:
 ARTIFACTS = {  # key -> (kind, required)
     "chosen": ("json", True), "gradients": ("json", True), "persistence": ("json", True),
     "table1": ("tsv", True), "table2": ("tsv", True), "sign_test": ("tsv", True),
-    "multiple_testing": ("tsv", True), "freeze_arms": ("tsv", True), "freeze_accuracy": ("tsv", True),
+    "multiple_testing": ("tsv", True), "freeze_arms": ("tsv", False), "freeze_accuracy": ("tsv", False),
     "accuracy": ("tsv", True), "probe": ("json", False), "distillation": ("json", False),
-    "knockout_power": ("tsv", False),
+    "knockout_power": ("tsv", False), "recovery": ("json", False),
 }
 
 
@@ -186,7 +186,12 @@ def rock_rows(chosen: Mapping, src: str = "rocks/chosen_K.json") -> list[Row]:
     grid = sorted(cands)
     rule_met = ev.get("rule_met")
     n_types = chosen.get("corpus", {}).get("n_types")
+    score, cf = chosen.get("score"), chosen.get("context_filter") or {}
     rows = [
+        Row(S, "rock score ranking the sets (rocks.score)",
+            {"R": "R (Eq. 4)", "R_ctx": "R_ctx (Eq. 13)"}.get(score, NA if score is None else str(score)),
+            "R (Eq. 4; Appendix E)", source=src,
+            note=f"{cf['n_in_rock_vocab']} of the {cf['K']} chosen rocks pass Eq. 14 (R_ctx ≥ τ_R)" if cf else ""),
         Row(S, "chosen K (rock set R)", f"{K} of K ∈ {{{', '.join(map(str, grid))}}}"
             + ("" if rule_met is None else f" (rule {'met' if rule_met else 'NOT met: fallback'})"),
             f"{P['K']} of K ∈ {{{', '.join(map(str, P['K_grid']))}}}", K, P["K"], src,
@@ -271,7 +276,9 @@ def geometry_rows(gradients: Mapping, persistence: Mapping, probe: Mapping | Non
         rows.append(Row(S, f"median KL early → late — {GROUP_LABELS[g]}",
                         f"{fnum(e)} → {fnum(l_)} (Wilcoxon p={fp(pg.get('wilcoxon_p'))})", ptxt,
                         l_ / e - 1 if e else math.nan, prel, src_p,
-                        f"{early} → {late}; value = relative change of the median"))
+                        f"{early} → {late}; value = relative change of the median"
+                        + (f"; selected by their KL at {gradients['high_kl_scorer']} on the other split"
+                           if g == "high_kl" and gradients.get("high_kl_scorer") else "")))
     if probe is not None and "verdict" in probe:
         rows.append(Row(S, "Is Adam the cause? (optimizer probe, beyond the paper)", str(probe["verdict"]).upper(),
                         "hypothesis only (§2.6)", source=src_o, note="rule and numbers: geometry/finding.md"))
@@ -289,6 +296,10 @@ def knockout_rows(table1: pd.DataFrame, table2: pd.DataFrame, sign_test: pd.Data
     _cols(table1, ["benchmark", "label", "r", "p"], src["table1"])
     _cols(sign_test, ["scope", "benchmark", "n_negative", "n_positive", "p_two_sided"], src["sign_test"])
     _cols(multiple_testing, ["benchmark", "family", "n_tests", "bonferroni_rejections"], src["multiple_testing"])
+    # per-census tables (a `census` column, rocktokens.knockout.CENSUSES): the paper's census (token or global
+    # window, Eq. 22) is set beside the paper below; the others get compact rows (_census_rows)
+    table2, other_t2 = _split_census(table2)
+    sign_test, other_st = _split_census(sign_test)
     rows = []
     for _, t in table2.iterrows():
         b, n = str(t["benchmark"]), int(t["n_candidates"])
@@ -301,7 +312,7 @@ def knockout_rows(table1: pd.DataFrame, table2: pd.DataFrame, sign_test: pd.Data
             rows.append(Row(S, f"{label} ({tag})", f"{k} / {n} ({fpct(share)})",
                             f"{pc[key]} / {pc['n']} ({fpct(pc[key] / pc['n'])})" if pc else NOT_REPORTED,
                             share, pc[key] / pc["n"] if pc else math.nan, src["table2"],
-                            "value = share of screened candidates (Eq. 22)"))
+                            "value = share of screened candidates (Eq. 22: token or window, the paper's census)"))
         if _isnum(t.get("mixed")) and int(t["mixed"]):
             rows.append(Row(S, f"mixed (pillar by one perturbation, stumbling by the other) ({tag})",
                             f"{int(t['mixed'])} / {n}", "not a category of the paper", int(t["mixed"]) / n,
@@ -347,45 +358,95 @@ def knockout_rows(table1: pd.DataFrame, table2: pd.DataFrame, sign_test: pd.Data
                         ps[2] if ps else math.nan, src["sign_test"],
                         "value = two-sided exact binomial p" + ("; core = the chosen-K core" if key[0] == "core"
                                                                 else "")))
+    return rows + _census_rows(other_t2, other_st, multiple_testing, bh, src)
+
+
+def _split_census(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the paper's census rows, the other censuses' rows) of a per-census knockout table; a table without a
+    ``census`` column is the paper's census alone."""
+    from rocktokens.knockout import PAPER_CENSUS  # Eq. 22 with the global window (Table 2)
+
+    if "census" not in df.columns:
+        return df, df.iloc[:0]
+    return df[df["census"] == PAPER_CENSUS], df[df["census"] != PAPER_CENSUS]
+
+
+def _census_rows(table2: pd.DataFrame, sign_test: pd.DataFrame, multiple_testing: pd.DataFrame, bh: list[str],
+                 src: Mapping[str, str]) -> list[Row]:
+    """Compact rows of the censuses the paper does not report (token only first, window only, local only, token or
+    local): P / N / S per benchmark, the other multiple-testing families, the sign tests per scope."""
+    S, rows = SECTIONS[2], []
+    for _, t in table2.iterrows():
+        n, c = int(t["n_candidates"]), str(t["census"])
+        mixed = f", {int(t['mixed'])} pillar-and-stumbling" if _isnum(t.get("mixed")) and int(t["mixed"]) else ""
+        rows.append(Row(S, f"census {c}: Strong Pillar / Neutral / Strong Stumbling ({t['benchmark']})",
+                        f"{int(t['strong_pillar'])} / {int(t['neutral'])} / {int(t['strong_stumbling'])} of {n}{mixed}",
+                        NOT_REPORTED, int(t["strong_pillar"]) / n if n else math.nan, source=src["table2"],
+                        note=f"value = Strong Pillar share; {t.get('label', c)}"))
+    q = bh[-1][4:-11] if bh else None
+    for _, m in multiple_testing[multiple_testing["family"] != "token"].iterrows():
+        txt = f"Bonferroni {int(m['bonferroni_rejections'])}" + (f", BH(q={q}) {int(m[bh[-1]])}" if bh else "")
+        shared = int(m["n_shared"]) if _isnum(m.get("n_shared")) else 0
+        rows.append(Row(S, f"multiple testing, {m['family']} family ({m['benchmark']}): survivors",
+                        f"{txt} of {int(m['n_tests'])} tests", NOT_REPORTED, float(m["bonferroni_rejections"]),
+                        source=src["multiple_testing"],
+                        note="value = Bonferroni survivors" + (f"; {shared} shared arm(s) counted once" if shared else "")))
+    for (c, scope), g in (sign_test.groupby(["census", "scope"], sort=False) if len(sign_test) else ()):
+        comb = g[g["benchmark"] == "combined"]
+        rows.append(Row(S, f"sign test per census, {c} ({scope}): Pillar : Stumbling rejections",
+                        ", ".join(f"{r.benchmark} {int(r.n_negative)} : {int(r.n_positive)}" for r in g.itertuples())
+                        + (f" (combined p={fp(comb['p_two_sided'].iloc[0])})" if len(comb) else ""), NOT_REPORTED,
+                        float(comb["p_two_sided"].iloc[0]) if len(comb) else math.nan, source=src["sign_test"],
+                        note="value = two-sided exact binomial p of the combined rejections"))
     return rows
 
 
 def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, str] | None = None) -> list[Row]:
-    """Masked share, rock-token share, the update-time ratio and the final pooled pass@1 per arm."""
+    """Masked share per arm, rock-token share, the update-time ratio per response token and the final pooled pass@1
+    per arm."""
     S, P = SECTIONS[3], PAPER
     src = {"freeze_arms": "freeze/arms.tsv", "freeze_accuracy": "freeze/accuracy.tsv", **(srcs or {})}
-    _cols(arms, ["arm", "lam", "windows", "optimizer", "K", "masked_share", "update_s_median", "update_speedup"],
-          src["freeze_arms"])
+    _cols(arms, ["arm", "lam", "windows", "optimizer", "K", "masked_share", "update_speedup"], src["freeze_arms"])
     _cols(accuracy, ["arm", "step", "pass@1", "ci_low", "ci_high"], src["freeze_accuracy"])
     ref = str(arms["speedup_reference"].iloc[0]) if "speedup_reference" in arms else "baseline"
     rows = []
+    lo, hi = P["masked_share"]
     frz = arms[(arms["lam"] == 0) & (arms["windows"] == "rock") & (arms["optimizer"] == "adamw")]
-    if len(frz):
-        f = frz.iloc[0]
-        lo, hi = P["masked_share"]
+    f = frz.iloc[0] if len(frz) else None
+    for _, a in arms.iterrows():  # the masked share of every arm that reweights (λ < 1), beside the paper's
+        if a["windows"] == "none" or a["lam"] == 1:
+            continue
+        if a["windows"] == "random":
+            ratio = a.get("matched_ratio")
+            rows.append(Row(S, f"masked share, frequency/window-matched random control (arm {a['arm']})",
+                            fpct(a["masked_share"]) + (f" (matched ratio {fnum(ratio)})" if _isnum(ratio) else ""),
+                            f"matched to the rock freeze (no number; its mask ≈{fpct(lo, 0)}–{fpct(hi, 0)})",
+                            float(a["masked_share"]), source=src["freeze_arms"]))
+            continue
+        what = ("rock freeze" if f is not None and a["arm"] == f["arm"] else
+                f"{'rock tokens only' if a['windows'] == 'tokens' else 'rock mask'} at λ={fnum(a['lam'])}, {a['optimizer']}")
+        rows.append(Row(S, f"masked share of response tokens, {what} (arm {a['arm']}, K={int(a['K'])})",
+                        fpct(a["masked_share"]), f"≈{fpct(lo, 0)}–{fpct(hi, 0)}", float(a["masked_share"]), math.nan,
+                        src["freeze_arms"],
+                        ("x_t ∈ R only (no windows)" if a["windows"] == "tokens" else "x_t ∈ R or t ∈ W_R (Eq. 18–19)")
+                        + ", over the arm's steps (token-weighted)"))
+    if f is not None:
         ref_row = arms[arms["arm"] == ref]
-        ref_s = fnum(ref_row["update_s_median"].iloc[0]) if len(ref_row) else NA
+        per_tok = "update_s_per_token" in arms
+        ref_us = fnum(1e6 * ref_row["update_s_per_token"].iloc[0]) if per_tok and len(ref_row) else NA
         rows += [
-            Row(S, f"masked share of response tokens, rock freeze (arm {f['arm']}, K={int(f['K'])})",
-                fpct(f["masked_share"]), f"≈{fpct(lo, 0)}–{fpct(hi, 0)}", float(f["masked_share"]), math.nan,
-                src["freeze_arms"], "x_t ∈ R or t ∈ W_R (Eq. 18–19), over the arm's steps (token-weighted)"),
             Row(S, f"rock-token share of response tokens (arm {f['arm']})", fpct(f.get("rock_tokens_share")),
                 f"≈{fpct(P['token_share'], 0)}", _num(f.get("rock_tokens_share")), P["token_share"],
                 src["freeze_arms"], "x_t ∈ R only, without the windows"),
-            Row(S, f"freeze speed-up: in-DAG update-time ratio, {ref} / {f['arm']} (NOT a benchmark)",
-                f"{float(f['update_speedup']):.2f}× ({ref_s} s vs {fnum(f['update_s_median'])} s per update)",
+            Row(S, f"freeze speed-up: in-DAG update-time ratio per response token, {ref} / {f['arm']} (NOT a benchmark)",
+                f"{float(f['update_speedup']):.2f}×"
+                + (f" ({ref_us} vs {fnum(1e6 * f['update_s_per_token'])} µs per response token)" if per_tok else ""),
                 f"{P['speedup'][0]}–{P['speedup'][1]}× training wall-clock", float(f["update_speedup"]),
                 math.nan, src["freeze_arms"],
-                "median update seconds of the arms as they ran in the DAG (shared CPU, jobs side by side); the "
-                "side-by-side measurement is benchmarks/bench_freeze.py, not an artifact of the DAG"),
+                "update seconds / response tokens of a step, median over steps, probe instrumentation not timed, "
+                "as the arms ran in the DAG (shared CPU, jobs side by side); the side-by-side measurement is "
+                "benchmarks/bench_freeze.py, not an artifact of the DAG"),
         ]
-    rnd = arms[arms["windows"] == "random"]
-    if len(rnd):
-        r = rnd.iloc[0]
-        ratio = r.get("matched_ratio")
-        rows.append(Row(S, f"masked share, frequency/window-matched random control (arm {r['arm']})",
-                        fpct(r["masked_share"]) + (f" (matched ratio {fnum(ratio)})" if _isnum(ratio) else ""),
-                        "matched to the rock freeze (no number)", float(r["masked_share"]), source=src["freeze_arms"]))
     start = accuracy[accuracy["step"] == 0]
     s0 = f"{float(start['pass@1'].iloc[0]):.3f}" if len(start) else NA
     qual = {"baseline": NOT_REPORTED + " (Fig. 5 curve)", "freeze": "close to the baseline (Fig. 5, no number)",
@@ -451,6 +512,13 @@ def distillation_rows(summary: Mapping, src: str = "eval/distillation.json") -> 
     return [Row(SECTIONS[4], q, text, NOT_REPORTED, value, source=src) for q, text, value in summary_rows(summary)]
 
 
+def recovery_rows(summary: Mapping, src: str = "recovery/summary.json") -> list[Row]:
+    """Embedded world: are the planted roles recovered by the knockout census? (``rocktokens.recovery``)."""
+    from rocktokens.recovery import summary_rows
+
+    return [Row(SECTIONS[2], q, text, NOT_REPORTED, value, source=src) for q, text, value in summary_rows(summary)]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # table and renderings
 
@@ -464,7 +532,8 @@ def summary_table(artifacts: Mapping) -> pd.DataFrame:
                            s.get("probe", "geometry/optimizer_probe.json")),
             *knockout_rows(a["table1"], a["table2"], a["sign_test"], a["multiple_testing"], s),
             *(power_rows(a["knockout_power"], s["knockout_power"]) if "knockout_power" in a else []),
-            *freeze_rows(a["freeze_arms"], a["freeze_accuracy"], s),
+            *(recovery_rows(a["recovery"], s["recovery"]) if "recovery" in a else []),  # world: planted roles
+            *(freeze_rows(a["freeze_arms"], a["freeze_accuracy"], s) if "freeze_arms" in a else []),  # BYO: no arms
             *accuracy_rows(a["accuracy"], s["accuracy"]),
             *(distillation_rows(a["distillation"], s["distillation"]) if "distillation" in a else [])]
     return pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)

@@ -5,14 +5,19 @@ import sys
 
 from snakemake.utils import validate
 
+from rocktokens import byo
 from rocktokens.config import check_config, eval_checkpoints, scorer_checkpoints
 
 
 validate(config, "../schemas/config.schema.yaml")
+byo.resolve(config)  # source: checkpoints -- settings that follow from the checkpoint list
 check_config(config)
+byo.check(config, byo.needed_datasets(config))
 
 R = f"results/{config['run']}"
 WORLD = config["source"] == "world"
+BYO = config["source"] == "checkpoints"  # analyse checkpoints trained elsewhere: nothing is trained
+FREEZE_ON = byo.freeze_on(config)  # the freeze arms need a trainer's stage-2 prompts
 TRAIN = f"{workflow.basedir}/workflow_scripts/train.py"  # shell-launched (python or accelerate launch)
 # Software environments (used with --software-deployment-method conda): CPU everywhere in the embedded
 # world; GPU rules get the CUDA/vLLM env at paper scale.
@@ -20,22 +25,32 @@ CPU_ENV = f"{workflow.basedir}/envs/cpu.yaml"
 GPU_ENV = CPU_ENV if WORLD else f"{workflow.basedir}/envs/gpu.yaml"
 C = config["stage2"]["n_checkpoints"]
 OPD_CKPTS = [f"opd-{k}" for k in range(1, C + 1)]
+# every checkpoint of the run (source checkpoints: the student base only when it is given)
+ALL_CKPTS = list(byo.checkpoint_dirs(config)) if BYO else ["teacher", "student_base", "stage1", *OPD_CKPTS]
 DATASETS = ["stage1_prompts", "stage2_prompts", *config["benchmarks"]]
 SCORERS = scorer_checkpoints(config)  # pre-OPD first
 POST_OPD = OPD_CKPTS[-1]  # the final OPD checkpoint: its trajectories are the analysis corpus
 
 
 def model_dir(role):
-    """The HF directory of a base model: trained in the DAG (world) or staged from the hub (paper)."""
+    """The HF directory of a base model: trained in the DAG (world), staged from the hub (paper), or given
+    (source checkpoints)."""
+    if BYO:  # a role the run does not give (no student base) is only named by rules that are never planned
+        return byo.checkpoint_dirs(config).get(role, f"{R}/models/{role}")
     return f"{R}/models/{role}" if WORLD else f"resources/models/{role}"
 
 
 def tokenizer_dir():
-    """World: the compact Qwen3 tokenizer built in the DAG; paper: the student's own tokenizer."""
+    """World: the compact Qwen3 tokenizer built in the DAG; paper: the student's own tokenizer; source checkpoints:
+    the pre-OPD student's."""
+    if BYO:
+        return config["checkpoints"]["pre_opd"]
     return f"{R}/tokenizer/compact" if WORLD else model_dir("student_base")
 
 
 def ckpt_dir(name):
+    if BYO:
+        return byo.checkpoint_dirs(config)[name]
     if name in ("teacher", "student_base"):
         return model_dir(name)
     return f"{R}/checkpoints/{name}"
@@ -85,8 +100,18 @@ def res(rule_name):
     return rule_resources(config, rule_name)
 
 
+def dataset_spec(w):
+    """The adapter prepare_data applies: ``datasets.<name>``; none for the stage-2 prompt file of source checkpoints
+    (already in the workflow's schema)."""
+    if BYO and w.dataset == "stage2_prompts" and config["checkpoints"].get("stage2_prompts"):
+        return {}
+    return config.get("datasets", {}).get(w.dataset, {})
+
+
 def data_source(w):
-    """Raw input of prepare_data: a world split, or a staged hub dataset."""
+    """Raw input of prepare_data: a world split, a staged hub dataset, or a local file (source checkpoints)."""
+    if BYO and byo.dataset_file(config, w.dataset):
+        return byo.dataset_file(config, w.dataset)
     if WORLD:
         split = w.dataset if w.dataset.endswith("_prompts") else f"bench_{w.dataset}"
         return f"{R}/world/{split}.parquet"

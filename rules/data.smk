@@ -8,7 +8,7 @@ rule prepare_data:
     output:
         f"{R}/data/{{dataset}}.parquet",
     params:
-        spec=lambda w: config["datasets"].get(w.dataset, {}),
+        spec=dataset_spec,
         source=config["source"],
     log:
         f"{R}/logs/prepare_data/{{dataset}}.log",

@@ -56,9 +56,10 @@ rule accuracy_table:
 # OPD reverse-KL curve (rocktokens/distillation.py).
 rule distillation:
     input:
-        evals=expand(f"{R}/eval/{{ckpt}}/{{bench}}.parquet", ckpt=["teacher", "student_base", "stage1", *OPD_CKPTS],
-                     bench=config["distillation"]["benchmark"]),
-        history=rules.stage2_opd.output.history,
+        evals=expand(f"{R}/eval/{{ckpt}}/{{bench}}.parquet", bench=config["distillation"]["benchmark"],
+                     ckpt=[c for c in ["teacher", "student_base", "stage1", *OPD_CKPTS] if c in ALL_CKPTS]),
+        # trained here: the OPD curve (source checkpoints: trained elsewhere, no history)
+        **({} if BYO else {"history": rules.stage2_opd.output.history}),
     output:
         checkpoints=report(f"{R}/eval/distillation_checkpoints.tsv", caption="../report/distillation.rst",
                            category="Distillation"),

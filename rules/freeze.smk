@@ -3,7 +3,7 @@
 import re
 import shlex
 
-from rocktokens.freeze import arm_inputs, check_freeze_config, probe_settings
+from rocktokens.freeze import arm_freeze_settings, arm_inputs, check_freeze_config, probe_settings
 
 ARMS = check_freeze_config(config)  # name -> ArmSpec; fails at parse time naming the bad key
 FZ = config["freeze"]
@@ -16,8 +16,8 @@ wildcard_constraints:
     point="|".join(ARM_CKPTS),
 
 
-# One arm: a full OPD run from the stage-1 checkpoint with the arm's weights (λ on R ∪ W_R, or on matched random
-# windows), optimizer and probe; same prompts, order and rollout seeds in every arm; resumable from its state.
+# One arm: a full OPD run from the stage-1 checkpoint with the arm's weights (λ on R ∪ W_R, on R only, or on matched
+# random windows), optimizer and probe; same prompts, order and rollout seeds in every arm; resumable from its state.
 rule opd_arm:
     input:
         unpack(lambda w: arm_inputs(ARMS[w.arm], rules.rock_analysis.output, config["rocks"]["Ks"], R)),
@@ -31,7 +31,8 @@ rule opd_arm:
         probe=f"{R}/arms/{{arm}}/probe.parquet",
         arm=f"{R}/arms/{{arm}}/arm.json",
     params:
-        spec=lambda w: json.dumps({"stage2": config["stage2"], "freeze": FZ, "arm": ARMS[w.arm].to_dict(),
+        spec=lambda w: json.dumps({"stage2": config["stage2"], "freeze": arm_freeze_settings(ARMS[w.arm], FZ),
+                                   "arm": ARMS[w.arm].to_dict(),
                                    "probe": probe_settings(ARMS[w.arm], config),
                                    "seed": config["seed"], "threads": config["threads"],
                                    "generation": config["generation"],
@@ -111,8 +112,8 @@ rule evaluate_arm_start:
         "../workflow_scripts/evaluate.py"
 
 
-# pass@1 vs step per arm pooled over the hard benchmarks (95 % intervals over problems), and per arm the masked
-# share, the lr it ran with and its mean update time (the real cost of an update with the frozen work skipped).
+# pass@1 vs step per arm pooled over the hard benchmarks (95 % intervals over problems), and per arm the mean masked
+# share, the lr it ran with and its update seconds per response token (the frozen work skipped, the probe untimed).
 rule freeze_table:
     input:
         start=expand(f"{R}/arms/stage1_eval/{{bench}}.parquet", bench=FZ["eval"]["benchmarks"]),
@@ -137,7 +138,7 @@ rule freeze_table:
         "../workflow_scripts/freeze_table.py"
 
 
-# Figure 5: accuracy vs step per arm with intervals; masked share and update time per arm.
+# Figure 5: accuracy vs step per arm with intervals; masked share per step and update speed-up per token per arm.
 rule figure5:
     input:
         accuracy=rules.freeze_table.output.accuracy_parquet,

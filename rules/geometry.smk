@@ -6,13 +6,13 @@ GEO = geometry_settings(config)  # resolved checkpoint names; fails at parse tim
 GEO_CFG = config["geometry"]
 PROBE_ARMS = [GEO_CFG["probe"]["arms"]["adaptive"], GEO_CFG["probe"]["arms"]["plain"]]
 # The probe analysis needs the AdamW and SGD OPD arms (rules/freeze.smk, config `arms:`).
-PROBE_ON = all(a in ARMS for a in PROBE_ARMS)
+PROBE_ON = FREEZE_ON and all(a in ARMS for a in PROBE_ARMS)  # the probe runs inside the freeze arms
 # The final checkpoint of each arm (rule opd_arm, rules/freeze.smk).
 ARM_FINAL = {a: f"{R}/arms/{a}/{ARM_CKPTS[-1]}" for a in PROBE_ARMS}
 
 
 # Split the analysis problems (selection | measurement) and select rocks / rare high-KL / random groups on
-# the selection split only (FACTS mistake 5).
+# the selection split only (FACTS mistake 5); the high-KL types by their KL at geometry.high_kl.select_on.
 rule geometry_groups:
     input:
         tokens=rules.token_kl.output[0],
@@ -22,8 +22,10 @@ rule geometry_groups:
         groups=f"{R}/geometry/groups.parquet",
         info=f"{R}/geometry/groups.json",
     params:
-        cfg=GEO_CFG,
-        rocks=config["rocks"],
+        cfg={"selection_fraction": GEO_CFG["selection_fraction"], "high_kl": GEO_CFG["high_kl"]},
+        rocks={k: config["rocks"][k] for k in ("loss", "score", "control_tol", "context", "duckdb")},
+        high_kl_scorer=GEO["high_kl_scorer"],
+        pre=SCORERS[0],
         post=POST_OPD,
         seed=config["seed"],
     log:

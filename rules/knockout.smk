@@ -1,17 +1,22 @@
-# Inference-time knockout (§3, Appendix D): token and window knockout of the top-K_screen Rock-Token candidates,
-# paired bootstrap, Eq. 22 categories, census (Table 2), multiple testing, sign test, predictors (Table 1),
-# Figures 4 and 6. Shards are file targets per benchmark: shard_size (candidate, policy) slots each, a failed one
-# reruns alone (--keep-going lets the others finish); a shard job loads the post-OPD student once and mixes its
-# arms' masks in one generation batch. At paper scale (shard_size 1) every knockout policy × benchmark is a GPU job.
+# Inference-time knockout (§3, Appendix D): token, global-window and local-window knockout (knockout.policies) of the
+# top-K_screen Rock-Token candidates, paired bootstrap, Eq. 22 categories, census per policy and the paper's "token
+# or window" census (Table 2), multiple testing, sign tests, predictors (Table 1), Figures 4 and 6. Shards are file
+# targets per benchmark: shard_size (candidate, policy) slots each, a failed one reruns alone (--keep-going lets the
+# others finish); a shard job loads the post-OPD student once and mixes its arms' masks in one generation batch. At
+# paper scale (shard_size 1) every knockout policy × candidate × benchmark is a GPU job.
 from rocktokens.knockout import BASELINE_SHARD, check_knockout_config, shard_names
 
 check_knockout_config(config)
 KO = config["knockout"]
-KO_SHARDS = [BASELINE_SHARD, *shard_names(KO["k_screen"], KO["shard_size"])]
+KO_SHARDS = [BASELINE_SHARD, *shard_names(KO["k_screen"], KO["shard_size"], KO["policies"])]
+# what a shard job reads: only generation settings, so a statistics-only setting never reruns generation
+KO_GENERATION = {k: KO[k] for k in ("n_problems", "samples", "temperature", "top_p", "max_new_tokens",
+                                    "arms_per_chunk", "batch_size")}
 
 
-# The screening pool (top K_screen by R, the score that defines the frozen rock sets), W(v) and the arms of each
-# shard; candidate ids are checked against the tokenizer's vocabulary.
+# The screening pool (top K_screen by R, the score that defines the frozen rock sets; K_screen >= the chosen K),
+# W(v), the local bans (v's stored left contexts) and the arms of each shard; candidate ids are checked against the
+# tokenizer's vocabulary.
 rule knockout_plan:
     input:
         stats=rules.rock_analysis.output.stats,
@@ -22,7 +27,11 @@ rule knockout_plan:
         candidates=f"{R}/knockout/candidates.parquet",
         plan=f"{R}/knockout/plan.parquet",
     params:
-        ko=KO,
+        k_screen=KO["k_screen"],
+        core_K=KO["core_K"],
+        shard_size=KO["shard_size"],
+        window_min_share=KO["window_min_share"],
+        policies=KO["policies"],
     log:
         f"{R}/logs/knockout/plan.log",
     benchmark:
@@ -45,7 +54,7 @@ rule knockout_shard:
     output:
         f"{R}/knockout/shards/{{kbench}}/{{shard}}.parquet",
     params:
-        ko=KO,
+        ko=KO_GENERATION,
         generation=config["generation"],
         seed=config["seed"],
         state=lambda w: f"{R}/knockout/state/{w.kbench}/{w.shard}",
@@ -65,7 +74,8 @@ rule knockout_shard:
         "../workflow_scripts/knockout_shard.py"
 
 
-# Δ(v), Δ(W(v)) with paired-bootstrap p-values (Eq. 20-21) and the Eq. 22 category of every candidate.
+# Δ(v), Δ(W(v)) and the local-window Δ with paired-bootstrap p-values (Eq. 20-21) and every candidate's Eq. 22
+# category per census (each policy alone, token or window = the paper's, token or local).
 rule knockout_effects:
     input:
         shards=expand(f"{R}/knockout/shards/{{kbench}}/{{shard}}.parquet", kbench=KO["benchmarks"], shard=KO_SHARDS),
@@ -75,7 +85,9 @@ rule knockout_effects:
         effects=f"{R}/knockout/effects.parquet",
         categories=f"{R}/knockout/categories.parquet",
     params:
-        ko=KO,
+        bootstrap_resamples=KO["bootstrap_resamples"],
+        epsilon=KO["epsilon"],
+        alpha=KO["alpha"],
         seed=config["seed"],
     log:
         f"{R}/logs/knockout/effects.log",
@@ -108,7 +120,8 @@ rule knockout_predictors:
         "../workflow_scripts/knockout_predictors.py"
 
 
-# Table 1 (correlations), Table 2 (census + cross-task agreement), multiple testing and the global sign test.
+# Table 1 (correlations of Δ(v)); per census, token only first and the paper's "token or window" labelled: Table 2
+# (census + cross-task agreement) and the global sign tests; multiple testing per family; power per policy.
 rule knockout_tables:
     input:
         categories=rules.knockout_effects.output.categories,
@@ -126,7 +139,9 @@ rule knockout_tables:
         sign_test=report(f"{R}/knockout/sign_test.tsv", caption="../report/sign_test.rst", category="Knockout"),
         power=report(f"{R}/knockout/power.tsv", caption="../report/power.rst", category="Knockout"),
     params:
-        ko=KO,
+        benchmarks=KO["benchmarks"],
+        alpha=KO["alpha"],
+        fdr_q=KO["fdr_q"],
     log:
         f"{R}/logs/knockout/tables.log",
     benchmark:
@@ -137,14 +152,14 @@ rule knockout_tables:
         "../workflow_scripts/knockout_tables.py"
 
 
-# Figure 4: sorted Δ(v) bars per benchmark with the ε band and Eq. 22 category colours.
+# Figure 4: sorted Δ(v) bars per benchmark with the ε band, token-census colours and the window/local Δ as dots.
 rule figure4:
     input:
         categories=rules.knockout_effects.output.categories,
     output:
         report(f"{R}/figures/figure4.png", caption="../report/figure4.rst", category="Knockout"),
     params:
-        ko=KO,
+        ko={"epsilon": KO["epsilon"], "benchmarks": KO["benchmarks"]},
     log:
         f"{R}/logs/figure4.log",
     conda:

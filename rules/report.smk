@@ -14,10 +14,11 @@ rule summary:
         sign_test=rules.knockout_tables.output.sign_test,
         multiple_testing=rules.knockout_tables.output.multiple_testing,
         knockout_power=rules.knockout_tables.output.power,
-        freeze_arms=rules.freeze_table.output.arms,
-        freeze_accuracy=rules.freeze_table.output.accuracy,
+        **({"freeze_arms": rules.freeze_table.output.arms, "freeze_accuracy": rules.freeze_table.output.accuracy}
+           if FREEZE_ON else {}),
         accuracy=rules.accuracy_table.output.tsv,
         distillation=rules.distillation.output.summary,
+        **({"recovery": rules.recovery.output.summary} if WORLD else {}),
         **({"probe": rules.optimizer_probe.output.summary} if PROBE_ON else {}),
     output:
         md=f"{R}/summary.md",

@@ -1,7 +1,8 @@
 # Rock Tokens: DuckDB aggregation, context consistency (Eq. 5–14), stability, K, rock sets, Figure 2.
 
 
-# Everything the rock analysis decides, from the token table: stats, coverage, stability, chosen K, sets.
+# Everything the rock analysis decides, from the token table: stats, coverage, stability, chosen K, sets — all
+# ranked by rocks.score (R, Eq. 4, or R_ctx, Eq. 13), recorded as token_stats.rock_score for every later reader.
 rule rock_analysis:
     input:
         tokens=rules.token_kl.output[0],

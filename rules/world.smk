@@ -83,3 +83,23 @@ if WORLD:
             train_shell("pretrain --spec {params.spec:q}"
                         " --input corpus={input.corpus:q} tokenizer={input.tokenizer:q}"
                         " --output model={output.model:q} --state {params.state:q} --log {log:q}")
+
+    # The planted token types of the world (pillars: answer digits; neutral pairs; stumbling-block markers), known by
+    # construction (rocktokens.world.generator.planted_words), with their compact and Qwen3 ids: the truth the
+    # recovery table (rules/recovery.smk) holds the knockout census against.
+    rule planted_tokens:
+        input:
+            bench=rules.make_world.output.bench_math,
+            tokenizer=rules.compact_tokenizer.output.dir,
+        output:
+            f"{R}/world/planted.parquet",
+        params:
+            world={k: v for k, v in config["world"].items() if k in ("neutral_share", "stumble_fraction")},
+        log:
+            f"{R}/logs/planted_tokens.log",
+        benchmark:
+            f"{R}/benchmarks/planted_tokens.tsv"
+        conda:
+            CPU_ENV
+        script:
+            "../workflow_scripts/planted_tokens.py"

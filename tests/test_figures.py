@@ -51,3 +51,22 @@ def test_figure2_rejects_missing_column_and_bad_density(tmp_path):
         figure2(ts, rocks, dens, cov.drop(columns="coverage"), st, tmp_path / "f.png")
     with pytest.raises(FigureInputError, match=r"\[0, 1\]"):
         figure2(ts, rocks, dens.assign(density=dens["density"] * 100), cov, st, tmp_path / "f.png")
+
+
+def test_figure2_draws_the_configured_stability_bar(tmp_path, monkeypatch):
+    """The dotted bar of (c) and (d) is the min_jaccard handed in (rocks.stability.min_jaccard, from
+    chosen_K.json), not a constant; none is drawn when none is given."""
+    import rocktokens.figures as F
+
+    figs = []
+    monkeypatch.setattr(F, "_save", lambda fig, out, dpi: figs.append(fig) or out)
+
+    def bars(fig):
+        return sorted({round(float(ln.get_ydata()[0]), 6) for ax in fig.axes for ln in ax.get_lines()
+                       if ln.get_linestyle() == ":" and len(set(ln.get_ydata())) == 1 and len(ln.get_xdata()) == 2
+                       and ln.get_xdata()[0] == 0 and ln.get_xdata()[1] == 1})
+
+    figure2(*_frames(), tmp_path / "a.png", min_jaccard=0.55, score="R_ctx")
+    figure2(*_frames(), tmp_path / "b.png")
+    assert bars(figs[0]) == [0.55] and bars(figs[1]) == []
+    assert figs[0].axes[2].get_xlabel() == "K (top-K tokens by R_ctx)"

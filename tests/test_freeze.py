@@ -2,6 +2,7 @@
 control, real skipping of the frozen positions' head + KL, the probe hook and its resume, the SGD lr match."""
 import copy
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,25 +26,28 @@ from rocktokens.freeze import (
     next_lr,
     place_runs,
     random_window_mask,
+    share_summary,
 )
 from rocktokens.losses import LossSpec, chunked_head_loss
 from rocktokens.models import load_model
 from rocktokens.training.batches import TokenSequence, collate
 from rocktokens.training.stages import OPDConfig, encode_prompt, run_opd
 from rocktokens.training.trainer import OptimConfig, Trainer
-from rocktokens.windows import context_columns
+from rocktokens.windows import context_columns, elevated_columns
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _no_contexts(w=2):
-    return pd.DataFrame({"token_id": pd.Series([], dtype="int64"), **{c: pd.Series([], dtype="int64")
-                                                                        for c in context_columns(w)}})
+    return pd.DataFrame({"token_id": pd.Series([], dtype="int64"),
+                         **{c: pd.Series([], dtype="int64") for c in context_columns(w)},
+                         **{e: pd.Series([], dtype=bool) for e in elevated_columns(w)}})
 
 
 def _contexts(rows, w=2):
-    """rows: [(token_id, [2w context ids])]"""
-    return pd.DataFrame([[v, *ctx] for v, ctx in rows], columns=["token_id", *context_columns(w)])
+    """rows: [(token_id, [2w context ids])], every stored neighbour elevated"""
+    return pd.DataFrame([[v, *ctx, *[True] * 2 * w] for v, ctx in rows],
+                        columns=["token_id", *context_columns(w), *elevated_columns(w)])
 
 
 # ----------------------------------------------------------------------------- masks and weights
@@ -63,15 +67,77 @@ def test_rock_at_label_t_zeroes_the_term_predicting_x_t_not_x_t_plus_1():
     assert s.meta["n_masked"] == 1 and s.meta["n_rock_tokens"] == 1
 
 
-def test_window_occurrence_freezes_its_radius_and_soft_lambda_only_scales_the_frozen_set():
-    # stored context of 7: (1, 2 | 3, 4); an occurrence with >= gamma*2w = 2 agreeing offsets opens W(7)
+def test_window_occurrence_freezes_its_segment_and_soft_lambda_only_scales_the_frozen_set():
+    # stored context of 7: (1, 2 | 3, 4); an occurrence with >= gamma*2w = 2 agreeing offsets opens W(7), over the
+    # contiguous offsets that agree (rocktokens.windows)
     masker = RockMasker([7], _contexts([(7, [1, 2, 3, 4])]), w=2, gamma=0.5)
-    resp = [9, 1, 2, 7, 3, 8, 9, 9, 7, 9]  # the first 7 matches (4 of 4), the second (9, 9 | 9, ...) does not
+    resp = [9, 1, 2, 7, 3, 8, 9, 9, 7, 9]  # the first 7 matches (1 2 | 3, 3 of 4), the second (9, 9 | 9, PAD) does not
     m = masker.mask(resp)
-    assert m.tolist() == [False, True, True, True, True, True, False, False, True, False]
+    assert m.tolist() == [False, True, True, True, True, False, False, False, True, False]
     ws = {lam: masker.weights(resp, lam) for lam in (0.0, 0.3, 1.0)}
     for lam, w in ws.items():
         assert np.all(w[m] == lam) and np.all(w[~m] == 1.0)
+
+
+def test_tokens_arm_freezes_the_rock_tokens_only_and_reports_the_rock_mask():
+    masker = RockMasker([7], _contexts([(7, [1, 2, 3, 4])]), w=2, gamma=0.5)
+    resp = [9, 1, 2, 7, 3, 8, 9, 9, 7, 9]  # R ∪ W_R = positions 1-4 and 8 (above); R = positions 3 and 8
+    seqs = {}
+    for windows in ("tokens", "rock"):
+        s = TokenSequence(ids=[0, 0] + resp, prompt_len=2, meta={"seed": 0})
+        s.weights = ArmWeights(ArmSpec(windows, 0.0, windows=windows), masker)(s)
+        seqs[windows] = s
+    t, r = seqs["tokens"], seqs["rock"]
+    assert [i for i, x in enumerate(t.weights) if x == 0] == [3, 8]
+    assert [i for i, x in enumerate(r.weights) if x == 0] == [1, 2, 3, 4, 8]
+    assert t.meta["n_masked"] == t.meta["n_rock_tokens"] == 2 and t.meta["n_rock_mask"] == r.meta["n_masked"] == 5
+
+
+def test_arm_inputs_and_params_are_narrow():
+    from types import SimpleNamespace
+
+    from rocktokens.freeze import arm_freeze_settings, arm_inputs
+
+    outs = SimpleNamespace(chosen="c", stats="s", occurrences="o", windows="w", K5="k", controls5="ct")
+    specs = arm_specs({"base": {"lam": 1.0, "windows": "rock", "probe": True}, "tok": {"lam": 0.0, "windows": "tokens"},
+                       "plain": {"lam": 1.0, "windows": "none"},
+                       "probe": {"lam": 1.0, "windows": "none", "probe": True},
+                       "rnd": {"lam": 0.0, "windows": "random"},
+                       "sgd": {"lam": 1.0, "windows": "none", "optimizer": "sgd", "lr_match": "base"}})
+    assert arm_inputs(specs["tok"], outs, [5], "R")["occurrences"] == "o"
+    assert "windows" not in arm_inputs(specs["base"], outs, [5], "R")
+    assert arm_inputs(specs["plain"], outs, [5], "R") == {}
+    probe = arm_inputs(specs["probe"], outs, [5], "R")  # the probe needs the sets, not W(v)
+    assert "occurrences" not in probe and probe["rocks_K5"] == "k" and probe["controls_K5"] == "ct"
+    fz = {"K": "chosen", "steps": 4, "n_checkpoints": 2, "update_norm": True, "random": {"candidates": 4},
+          "lr_match": {"steps": 1}, "eval": {"k": 5}}
+    assert arm_freeze_settings(specs["tok"], fz) == {"K": "chosen", "steps": 4, "update_norm": True}
+    assert set(arm_freeze_settings(specs["rnd"], fz)) == {"K", "steps", "update_norm", "random"}
+    assert set(arm_freeze_settings(specs["sgd"], fz)) == {"K", "steps", "update_norm", "lr_match"}
+
+
+@pytest.mark.parametrize("key, value, where, msg", [
+    ("stage2.n_checkpoints", 97, "config", r"'stage2\.n_checkpoints'.*at most 96 OPD steps.*n_stage2_prompts = 512"),
+    ("freeze.steps", 97, "freeze", r"'freeze\.steps'.*at most 96 OPD steps"),
+    ("freeze.n_checkpoints", 97, "freeze", r"'freeze\.n_checkpoints'.*at most 96 OPD steps"),
+])
+def test_checkpoints_and_steps_beyond_stage2_fail_at_parse_time(key, value, where, msg):
+    from rocktokens.config import ConfigError, check_config
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())  # 512 prompts x 3 epochs // 16 per step = 96 steps
+    section, name = key.split(".")
+    cfg[section][name] = value
+    if key == "freeze.n_checkpoints":
+        cfg["freeze"]["steps"] = None
+    with pytest.raises(ConfigError if where == "config" else FreezeConfigError, match=msg):
+        check_config(cfg) if where == "config" else check_freeze_config(cfg)
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    from snakemake.utils import update_config
+
+    update_config(paper, yaml.safe_load((REPO / "configs/paper.yaml").read_text()))
+    paper["stage2"]["n_checkpoints"] = 251  # 10,000 prompts (datasets.stage2_prompts 20k-30k) // 40 = 250 steps
+    with pytest.raises(ConfigError, match="at most 250 OPD steps"):
+        check_config(paper)
 
 
 def test_arm_specs_validate_names_keys_and_lr_match():
@@ -301,9 +367,39 @@ def test_probe_hook_order_and_resume_gives_the_same_records(tiny_world, tiny_mod
     tr = _trainer(tiny_models, tmp_path / "b", total=2, probe=p2)
     h2 = run_opd(tr, prompts, cfg, 3, {}, 1, _factory(tok), fn, max_steps=2, detailed=True)
     assert p2.records == p1.records
-    timing = ("update_s", "rollout_s")
+    timing = ("update_s", "instrument_s", "update_s_per_token", "rollout_s")
     assert [{k: v for k, v in r.items() if k not in timing} for r in h2] == \
            [{k: v for k, v in r.items() if k not in timing} for r in h1]
+    for r in h1:  # the per-token update cost: the step's update seconds over its response tokens
+        assert r["response_tokens"] == pytest.approx(4 * r["mean_response_len"])
+        assert r["update_s_per_token"] == pytest.approx(r["update_s"] / r["response_tokens"])
+
+
+class _SlowProbe(_RecordingProbe):
+    def before_step(self, trainer):
+        time.sleep(0.6)
+        super().before_step(trainer)
+
+    def after_step(self, trainer):
+        time.sleep(0.6)
+        super().after_step(trainer)
+
+
+def test_probe_and_update_norm_are_not_timed_as_update_work(tiny_world, tiny_models, tmp_path):
+    """Arms with and without the probe are timed alike: the hooks' time is instrument_s, not update_s."""
+    tok, prompts = _opd_setup(tiny_world, tiny_models)
+    seqs = [TokenSequence(ids=p + [5, 6, 7, 8], prompt_len=len(p)) for p in prompts]
+    out = _trainer(tiny_models, tmp_path / "p", probe=_SlowProbe()).update(seqs)
+    assert out["instrument_s"] >= 1.2 and out["update_s"] < 1.0 and out["update_s"] > 0
+
+
+def test_share_summary_times_updates_per_response_token():
+    h = pd.DataFrame({"step": [1, 2, 3], "mean_response_len": [10.0, 20.0, 30.0], "masked_share": [0.2, 0.3, 0.1],
+                      "update_s": [9.0, 2.0, 3.0], "response_tokens": [40.0, 80.0, 120.0]})
+    h["update_s_per_token"] = h["update_s"] / h["response_tokens"]
+    out = share_summary(h)
+    assert out["masked_share"] == pytest.approx((0.2 * 10 + 0.3 * 20 + 0.1 * 30) / 60)  # token-weighted mean
+    assert out["update_s_per_token"] == pytest.approx(0.025)  # median of 0.225, 0.025, 0.025: not of update_s
 
 
 def test_sgd_lr_match_reaches_the_reference_update_norm(tiny_world, tiny_models, tmp_path):
@@ -354,13 +450,16 @@ def test_smoke_arms(smoke_results):
     for a in arms:
         assert (r / f"arms/{a}/opd-2/model.safetensors").exists()
         assert hist[a]["step"].tolist() == [1, 2]
-        assert {"loss", "lr", "grad_norm", "update_norm", "masked_share", "update_s"} <= set(hist[a].columns)
+        assert {"loss", "lr", "grad_norm", "update_norm", "masked_share", "update_s", "instrument_s",
+                "response_tokens", "update_s_per_token"} <= set(hist[a].columns)
     # step 1: the same rollouts in every arm (same start, prompts and seeds)
     assert len({round(h["mean_response_len"].iloc[0], 9) for h in hist.values()}) == 1
     assert len({round(h["rock_mask_share"].iloc[0], 9) for h in hist.values()}) == 1
     f, b, rnd = hist["freeze"], hist["baseline"], hist["random"]
     assert (f["zero_weight_share"] == f["masked_share"]).all() and (b["zero_weight_share"] == 0).all()
     assert np.allclose(rnd["masked_share"], rnd["rock_mask_share"], rtol=0.02)
+    tk = hist["tokens"]  # R without W_R: its frozen set is the rock tokens, within the rock mask
+    assert np.allclose(tk["masked_share"], tk["rock_tokens_share"]) and (tk["masked_share"] <= tk["rock_mask_share"]).all()
     assert info["sgd"]["lr_match"]["trace"] and info["sgd"]["lr"] > 0 and info["sgd"]["arm"]["optimizer"] == "sgd"
     probe_b, probe_f = pd.read_parquet(r / "arms/baseline/probe.parquet"), pd.read_parquet(r / "arms/freeze/probe.parquet")
     assert len(probe_b) > 0 and len(probe_f) == 0 and list(probe_f.columns) == list(probe_b.columns)
@@ -369,6 +468,7 @@ def test_smoke_arms(smoke_results):
     assert acc["pass@1"].between(0, 1).all() and (acc["ci_low"] <= acc["pass@1"]).all()
     table = pd.read_csv(r / "freeze/arms.tsv", sep="\t")
     assert set(table["arm"]) == set(arms) and table["masked_share"].between(0, 1).all()
+    assert (table["update_s_per_token"] > 0).all() and table.set_index("arm").loc["baseline", "update_speedup"] == 1
     ref = table.set_index("arm").loc["baseline"]
     assert ref["delta_vs_reference"] == 0 and np.isnan(ref["mde_vs_reference"])
     final = acc[acc["step"] == 2].set_index("arm")["pass@1"]

@@ -15,8 +15,15 @@ from rocktokens.generation import (
     SamplingParams,
     make_backend,
 )
+from rocktokens.generation.base import PAD, LocalBan
 from rocktokens.generation.hf import HFBackend, select_tokens
-from rocktokens.generation.vllm_backend import BANNED_KEY, LOGITS_PROCESSOR, VLLM_MISSING_MESSAGE, sampling_kwargs
+from rocktokens.generation.vllm_backend import (
+    BANNED_KEY,
+    LOCAL_KEY,
+    LOGITS_PROCESSOR,
+    VLLM_MISSING_MESSAGE,
+    sampling_kwargs,
+)
 
 VOCAB = 96
 STOP = 3
@@ -175,6 +182,96 @@ def test_banned_logprobs_are_raw(peaked_model):
     masked = logits[len(prompt) - 1].clone()
     masked[top] = float("-inf")
     assert torch.log_softmax(masked, -1)[res.token_ids[0]].item() > raw + 1e-3
+
+
+# --------------------------------------------------------------- local bans
+
+
+def test_local_ban_rule():
+    """LocalBan.active: a step matches when its live left context (the prompt excluded, PAD before the response)
+    agrees with a stored one on >= m elements; the ban holds from a matching step through `reach` steps after it."""
+    from rocktokens.context import PAD as CONTEXT_PAD
+
+    assert PAD == CONTEXT_PAD
+    b = LocalBan(ids=(5, 3, 5), contexts=((1, 2), (PAD, 7)), min_matches=1)
+    assert b.ids == (3, 5) and b.w == 2
+    assert not b.active([]) and not b.active([9])      # (PAD, PAD), (PAD, 9): PAD agrees with nothing
+    assert b.active([9, 7]) and b.active([1, 9])       # offset -1 = 7 / offset -2 = 1
+    assert not b.active([7, 1]) and not b.active([2, 1])  # positional: the ids must sit at the same offsets
+    assert b.active_steps([9, 1, 4, 4]) == [False, False, False, True]
+    reach = LocalBan(ids=(5,), contexts=((1, 2),), min_matches=1, reach=2)
+    assert reach.active_steps([9, 1, 4, 4, 4, 4]) == [False, False, False, True, True, True]
+    exact = LocalBan(ids=(5,), contexts=((1, 2),), min_matches=2)
+    assert exact.active([8, 1, 2]) and not exact.active([8, 1, 3]) and not exact.active([2, 1])
+    bag = LocalBan(ids=(5,), contexts=((1, 2),), min_matches=2, similarity="bag")
+    assert bag.active([2, 1]) and bag.active([1, 2]) and not bag.active([1, 1])
+    start = LocalBan(ids=(5,), contexts=((PAD, PAD),), min_matches=2, pad_policy="equal")
+    assert start.active([]) and not start.active([1]) and not start.active([1, 2])  # the response's first step only
+    assert LocalBan(ids=(5,), contexts=((1, 2),), min_matches=0).active([])  # m = 0: always active
+    assert not LocalBan(ids=(5,), contexts=(), min_matches=1).active([1, 2])  # no stored context: never
+    assert LocalBan.from_dict(json.loads(json.dumps(reach.to_dict()))) == reach
+    for kw, match in [({"ids": ()}, "ids is empty"), ({"contexts": ((1, 2), (3,))}, "same w"),
+                      ({"min_matches": 3}, "min_matches"), ({"reach": -1}, "reach"), ({"ids": (-2,)}, "ids"),
+                      ({"similarity": "cosine"}, "similarity"), ({"pad_policy": "maybe"}, "pad_policy"),
+                      ({"contexts": ((1, -3),)}, "context ids")]:
+        with pytest.raises(ValueError, match=match):
+            LocalBan(**{"ids": (5,), "contexts": ((1, 2),), "min_matches": 1, **kw})
+
+
+def _left(seq, t, w=2):
+    return tuple(seq[j] if j >= 0 else PAD for j in range(t - w, t))
+
+
+def _local_case(seqs, w=2):
+    """(v, stored context, sequence, step): in ``seqs[i]``, v occurs at some step before the first step s whose
+    left context is `ctx`, and v is the token at s -- so an exact local ban of v in `ctx` bites at s, after v has
+    appeared outside the context."""
+    for i, seq in enumerate(seqs):
+        for t, v in enumerate(seq):
+            ctx = _left(seq, t, w)
+            if PAD in ctx:
+                continue
+            s = next(u for u in range(len(seq)) if _left(seq, u, w) == ctx)
+            if seq[s] == v and v in seq[:s]:
+                return v, ctx, i, s
+    raise AssertionError("no occurrence with an earlier occurrence elsewhere: lengthen the test generations")
+
+
+def test_local_ban_never_bans_outside_a_matching_context(model):
+    """The local knockout bans v only where the generated left context matches a stored one: v still appears
+    outside such contexts, never inside, and a sequence is unchanged up to the first step where the ban bites."""
+    prompts = _prompts(16, seed=61)
+    params = SamplingParams(temperature=1.0, max_new_tokens=40)
+    be = _backend(model, stop_ids=())
+    free = [r.token_ids for r in be.generate([GenerationRequest(p, seed=i) for i, p in enumerate(prompts)], params)]
+    v, ctx, i, s = _local_case(free)
+    ban = LocalBan(ids=(v,), contexts=(ctx,), min_matches=2)
+    reqs = [GenerationRequest(p, seed=j, local_ban=ban) for j, p in enumerate(prompts)]
+    companions = [GenerationRequest(prompts[0], seed=0), GenerationRequest(prompts[1], seed=1, banned_ids=(v,))]
+    res = be.generate(reqs + companions, params)
+    local = [r.token_ids for r in res[: len(prompts)]]
+    inside = outside = 0
+    for seq in local:
+        for t, (tok, on) in enumerate(zip(seq, ban.active_steps(seq))):
+            assert on == (_left(seq, t) == ctx)  # active exactly where the live left context is the stored one
+            inside += on and tok == v
+            outside += (not on) and tok == v
+    assert inside == 0 and outside >= 1  # never inside a matching context; still generated outside
+    assert local[i][:s] == free[i][:s] and local[i][s] != v  # same sample until the ban bites, where v was sampled
+    assert res[-2].token_ids == free[0] and v not in res[-1].token_ids  # batch mates keep their own (static) bans
+    greedy = be.generate(reqs[i:i + 1], SamplingParams(temperature=0.0, max_new_tokens=40))[0].token_ids
+    assert not any(on and tok == v for tok, on in zip(greedy, ban.active_steps(greedy)))
+
+
+def test_local_ban_is_validated_against_the_vocabulary(model):
+    for ban, match in [(LocalBan(ids=(VOCAB,), contexts=((1, 2),), min_matches=1), "local ban id"),
+                       (LocalBan(ids=(5,), contexts=((1, VOCAB + 1),), min_matches=1), "local ban id"),
+                       (LocalBan(ids=tuple(range(1, VOCAB)), contexts=((1, 2),), min_matches=1), "whole vocabulary")]:
+        with pytest.raises(ValueError, match=match):
+            _backend(model).generate([GenerationRequest((5,), seed=0, banned_ids=(0,), local_ban=ban)],
+                                     SamplingParams())
+    with pytest.raises(TypeError, match="local_ban must be a LocalBan"):
+        _backend(model).generate([GenerationRequest((5,), seed=0, local_ban={"ids": [1]})], SamplingParams())
 
 
 # --------------------------------------------------------------- greedy / logprobs
@@ -391,6 +488,11 @@ def test_vllm_sampling_kwargs():
 
     kw = sampling_kwargs(GenerationRequest((1,), seed=0), SamplingParams(temperature=0.0, top_p=0.5), stop_ids=[])
     assert kw["temperature"] == 0.0 and kw["top_p"] == 1.0
+
+    ban = LocalBan(ids=(4, 2), contexts=((1, 2),), min_matches=1, reach=2)
+    kw = sampling_kwargs(GenerationRequest((1,), seed=0, banned_ids=(7,), local_ban=ban), params, stop_ids=[3])
+    assert kw["extra_args"] == {BANNED_KEY: [7], LOCAL_KEY: ban.to_dict()}  # plain lists: msgspec-serialisable
+    assert LocalBan.from_dict(json.loads(json.dumps(kw["extra_args"][LOCAL_KEY]))) == ban
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")

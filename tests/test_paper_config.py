@@ -93,9 +93,9 @@ def test_paper_dry_run_plans_every_stage_offline():
         assert counts.get(rule, 0) >= 1, f"{rule} not planned: {counts}"
     assert counts["stage_model"] == 2 and counts["stage_dataset"] == 7 and counts["prepare_data"] == 7
     assert counts["evaluate"] == 50  # one job per checkpoint (teacher, student_base, stage1, opd-1..7) x benchmark (5)
-    # knockout: 200 candidates x (token, window) x (MATH-500, IFEval), one GPU job each, + one baseline per benchmark
-    assert counts["knockout_shard"] == 802
-    assert counts["evaluate_arm"] == 7 * 7 * 3 and counts["evaluate_arm_start"] == 3
+    # knockout: 200 candidates x (token, window, local) x (MATH-500, IFEval), one GPU job each, + a baseline per benchmark
+    assert counts["knockout_shard"] == 1202  # (token, window, local) x 200 candidates x 2 benchmarks + 2 baselines
+    assert counts["evaluate_arm"] == 8 * 7 * 3 and counts["evaluate_arm_start"] == 3  # 8 arms (incl. tokens-only)
     assert counts["total"] >= 1000, counts
     assert "resources/models/teacher" in out and "resources/datasets/stage1_prompts.parquet" in out
     assert not re.search(r"rule (make_world|pretrain_model|qwen3_tokenizer)\b", out)  # no world rules at hub scale

@@ -28,6 +28,12 @@ EXPECTED = [
     ("freeze/accuracy.tsv", "freeze_accuracy.rst", "Rock freeze"),
     ("freeze/arms.tsv", "freeze_arms.rst", "Rock freeze"),
     ("eval/accuracy.tsv", "accuracy.rst", "Distillation"),
+    ("eval/distillation_checkpoints.tsv", "distillation.rst", "Distillation"),
+    ("figures/distillation.png", "distillation.rst", "Distillation"),
+    ("recovery/recovery.tsv", "recovery.rst", "Planted roles"),
+    ("recovery/confusion.tsv", "recovery.rst", "Planted roles"),
+    ("recovery/target.tsv", "recovery.rst", "Planted roles"),
+    ("figures/recovery.png", "recovery.rst", "Planted roles"),
     ("summary.html", "summary.rst", "Summary"),
 ]
 

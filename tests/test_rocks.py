@@ -1,5 +1,6 @@
 """Rock set, clusters, frequency-matched controls, independent-resample stability and the choice of K."""
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,6 +8,7 @@ import pytest
 
 from rocktokens.rocks import (
     ROCK_COLUMNS,
+    SCORE_COLUMN,
     choose_K,
     cluster_counts,
     coverage_at,
@@ -14,9 +16,12 @@ from rocktokens.rocks import (
     frequency_matched_controls,
     functional_cluster,
     jaccard,
+    ranked,
     rock_set,
     stability,
     stability_summary,
+    top_k_ids,
+    with_rock_score,
 )
 
 
@@ -101,6 +106,117 @@ def test_coverage_curve():
     assert coverage_at(cov, 4) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="not tabulated at K=5"):
         coverage_at(cov, 5)
+
+
+def _ctx_table():
+    """R and R_ctx rank differently: the two most burdensome types (frequent, context-dependent) have low CCR."""
+    ts = _stats([(1, "\n\n", 100, 1.0), (2, " So", 80, 1.0), (3, " $", 20, 1.5), (4, "5", 10, 2.0),
+                 (5, " cat", 5, 1.0), (6, " dog", 40, 0.1)])
+    ts["CCR"] = [0.05, 0.10, 0.90, 1.00, 0.80, 0.0]
+    ts["R_ctx"] = ts["R"] * ts["CCR"]  # R: 100, 80, 30, 20, 5, 4; R_ctx: 5, 8, 27, 20, 4, 0
+    ts["in_rock_vocab"] = [False, True, True, True, False, False]
+    return ts
+
+
+def test_R_and_R_ctx_rankings_differ_on_a_hand_made_table():
+    ts = _ctx_table()
+    assert rock_set(ts, 3)["token_id"].tolist() == [1, 2, 3]  # no recorded score: R (Eq. 4)
+    assert rock_set(ts, 3, score="R")["token_id"].tolist() == [1, 2, 3]
+    assert rock_set(ts, 3, score="R_ctx")["token_id"].tolist() == [3, 4, 2]
+    assert top_k_ids(ts, 3, "R_ctx") == [3, 4, 2]
+    with pytest.raises(ValueError, match="not in"):
+        rock_set(ts, 3, score="CCR")
+    # the score in force, recorded once, ranks every reader: rock sets, coverage and the knockout screen
+    for score, order in (("R", [1, 2, 3, 4, 5, 6]), ("R_ctx", [3, 4, 2, 1, 5, 6])):
+        rec = with_rock_score(ts.sample(frac=1, random_state=1), score)
+        assert rec[SCORE_COLUMN].tolist() == ts.set_index("token_id").loc[order, score].tolist()
+        assert rec["token_id"].tolist() == order and rec["rank"].tolist() == list(range(1, 7))
+        assert rock_set(rec, 4)["token_id"].tolist() == order[:4]
+        assert ranked(rec)["token_id"].tolist() == order
+        from rocktokens.knockout import screen_candidates
+
+        cands = screen_candidates(rec, k_screen=5, core_k=2, vocab_size=10)
+        assert cands["token_id"].tolist() == order[:5] and cands["in_core"].tolist() == [True] * 2 + [False] * 3
+        assert set(rock_set(rec, 2)["token_id"]) == set(cands.loc[cands["in_core"], "token_id"])  # one R
+        cov = coverage_curve(rec)
+        assert cov["token_id"].tolist() == order
+        # coverage is always the share of the corpus KL, Σ R (Eq. 3), held by the top-K under the score
+        np.testing.assert_allclose(cov["coverage"], np.cumsum(ts.set_index("token_id").loc[order, "R"]) / 239)
+        assert cov["coverage"].iloc[-1] == 1.0
+    assert coverage_at(coverage_curve(with_rock_score(ts, "R_ctx")), 2) == pytest.approx(50 / 239)
+    with pytest.raises(ValueError, match="rocks.score"):
+        with_rock_score(ts, "CCR")
+
+
+def test_stability_under_R_ctx_uses_the_context_score_of_each_subset():
+    ts = _ctx_table()
+    stab = stability(lambda ids: ts[["token_id", "R_ctx"]], ["a", "b", "c"], Ks=[2], ns=(2,), B=2, seed=0,
+                     score="R_ctx")
+    assert (stab["jaccard"] == 1.0).all()
+    with pytest.raises(ValueError, match="lacks column"):
+        stability(lambda ids: ts[["token_id", "R"]], ["a", "b", "c"], Ks=[2], ns=(2,), B=2, seed=0, score="R_ctx")
+
+
+def _occurrence_table(tmp_path, n_problems=16, seed=0):
+    """A hive token table (stage1, opd-1, opd-2 = post) of random sequences over 12 token types; token 0 is
+    frequent with mostly low loss, tokens 7–8 recur after the same context with high loss at both stages."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_problems):
+        toks = list(rng.choice(7, size=40, p=[0.4, 0.15, 0.15, 0.1, 0.1, 0.05, 0.05]))
+        toks[10:13] = [9, 10, 7]
+        toks[25:28] = [9, 10, 8]
+        toks[33:35] = [11, int(rng.integers(0, 7))]
+        for pos, t in enumerate(toks):
+            hot = t in (7, 8) or (t == 0 and rng.random() < 0.05)
+            rows.append((f"q{p:02d}", pos, int(t), (3.0 if hot else 0.1) * rng.uniform(0.8, 1.2)))
+    from test_geometry import write_token_table
+
+    return write_token_table(tmp_path, pd.DataFrame(rows, columns=["problem_id", "position", "token_id", "rkl"]))
+
+
+def test_rock_analysis_ranks_every_artifact_by_the_score_in_force(tmp_path):
+    from rocktokens.rock_analysis import analyse
+
+    tdir = _occurrence_table(tmp_path)
+    cfg = {"loss": "rkl", "Ks": [2, 4], "control_tol": 0.5, "control_strict": False,
+           "stability": {"ns": [8], "B": 2, "min_jaccard": 0.0},
+           "context": {"tau_mode": "quantile", "tau_pre": 0.8, "tau_post": 0.8, "w": 1, "gamma": 0.5, "eta": 0.1},
+           "duckdb": {"threads": 1}}
+    out = {score: analyse(tdir, {**cfg, "score": score}, "stage1", "opd-2", seed=0) for score in ("R", "R_ctx")}
+    for score, o in out.items():
+        st = o["stats"]
+        assert o["chosen"]["score"] == score
+        np.testing.assert_array_equal(st[SCORE_COLUMN], st[score])
+        assert st["rank"].tolist() == list(range(1, len(st) + 1)) and st[SCORE_COLUMN].is_monotonic_decreasing
+        for k, rs in o["sets"].items():
+            assert rs["token_id"].tolist() == top_k_ids(st, k, score)
+        assert o["coverage"]["token_id"].tolist() == st["token_id"].tolist()
+        assert o["coverage"]["coverage"].iloc[-1] == 1.0
+        cf = o["chosen"]["context_filter"]
+        assert cf["n_in_rock_vocab"] <= min(cf["K"], cf["n_rock_vocab"])
+    # the frequent, context-dependent token 0 leads R but not R_ctx; the recurring hot 7 and 8 lead R_ctx
+    assert out["R"]["sets"][2]["token_id"].tolist()[0] == 0
+    assert set(out["R_ctx"]["sets"][2]["token_id"]) == {7, 8}
+    pd.testing.assert_frame_equal(out["R"]["stats"].sort_values("token_id").drop(columns=[SCORE_COLUMN, "rank"])
+                                  .reset_index(drop=True),
+                                  out["R_ctx"]["stats"].sort_values("token_id").drop(columns=[SCORE_COLUMN, "rank"])
+                                  .reset_index(drop=True))  # same measurements, different order
+
+
+def test_first_scorer_must_be_the_pre_opd_checkpoint():
+    import yaml
+
+    from rocktokens.config import ConfigError, check_config
+
+    cfg = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "config.yaml"))
+    check_config(cfg)
+    cfg["tokens"]["scorers"] = ["opd-1", "opd-*"]
+    with pytest.raises(ConfigError, match=r"tokens.scorers.*first scorer .* must be 'stage1'.*got 'opd-1'"):
+        check_config(cfg)
+    cfg["tokens"]["scorers"] = ["stage1", "opd-1"]
+    with pytest.raises(ConfigError, match="post-OPD checkpoint"):
+        check_config(cfg)
 
 
 # ---------------------------------------------------------------------------------------------- controls

@@ -487,3 +487,135 @@ def test_student_corpus_holds_its_share_of_teacher_style_rows():
             pd.testing.assert_frame_equal(w[split], base[split])
     for resp, checker, ans in zip(sc["response"], sc["checker"], sc["answer"]):
         assert score(resp, checker, ans)
+
+
+# ---- planted causal roles (issue 14) ------------------------------------------------------------------------------
+
+#: sha256 over the math rows of every split of make_world(SMALL, 7) (and with 30 % teacher-style student rows),
+#: computed before planting existed: the default world must not move.
+DEFAULT_FINGERPRINTS = {
+    0.0: "41edcb4b2ea771005a03a7d16cfe5818d043d208cd0e1934b4116dd23c5b528d",
+    0.3: "291ffa0938219dd9b3730d22cfbe5e39ab21fdafe53ca9182c4cdd8950f73404",
+}
+PLANTED = dict(SMALL, n_teacher_corpus=600, n_student_corpus=1500, student_teacher_style_fraction=0.3,
+               neutral_share=0.5, stumble_fraction=0.25)
+_HESITATION_RE = re.compile(r"^(hmm|wait),? \$?(\d+) (\+|-|\\times|\*|x) (\d+) = (\d+)\$?\.$", re.I | re.M)
+_MARKER_LINE_RE = re.compile(r"^(hmm|wait)\b[^\n]*", re.I | re.M)
+
+
+def _math_digest(w: dict[str, pd.DataFrame]) -> str:
+    h = hashlib.sha256()
+    for name, df in w.items():
+        h.update(name.encode())
+        h.update(df[df["checker"] == "math"].to_json(orient="split").encode())
+    return h.hexdigest()
+
+
+def _wrong(a: str, op: str, k: str, r: str) -> bool:
+    a, k, r = int(a), int(k), int(r)
+    return r != {"+": a + k, "-": a - k}.get(op, a * k)
+
+
+def _marker_lines(text: str) -> list[tuple[str, bool]]:
+    """(marker, value wrong?) of every line-initial Hmm/Wait line: the first equation after the marker."""
+    out = []
+    for line in _MARKER_LINE_RE.finditer(text):
+        eq = _equations(line.group(0))
+        out.append((line.group(1).lower(), bool(eq) and _wrong(*eq[0])))
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted_world():
+    return make_world(PLANTED, 7)
+
+
+@pytest.mark.parametrize("style_fraction", [0.0, 0.3])
+def test_default_world_is_unchanged_by_planting(style_fraction):
+    cfg = dict(SMALL, student_teacher_style_fraction=style_fraction)
+    w = make_world(cfg, 7)
+    assert _math_digest(w) == DEFAULT_FINGERPRINTS[style_fraction]
+    off = make_world(dict(cfg, neutral_share=0.0, stumble_fraction=0.0), 7)
+    assert _digest(off) == _digest(w)
+    for resp in pd.concat([w["teacher_corpus"]["response"], w["student_corpus"]["response"]]):
+        assert not re.search(r"\b(thus|hence|Okay|Alright|Hmm)\b", resp), resp
+
+
+def test_planting_moves_only_the_corpus_responses(planted_world):
+    base = make_world(dict(PLANTED, neutral_share=0.0, stumble_fraction=0.0), 7)
+    for split in planted_world:
+        cols = ["id", "prompt", "answer", "checker"]
+        pd.testing.assert_frame_equal(planted_world[split][cols], base[split][cols])
+
+
+def test_stumbling_share_equals_the_configured_fraction(planted_world):
+    sc = planted_world["student_corpus"]
+    wrong_rows = []
+    for resp in sc["response"]:
+        lines = _marker_lines(resp)
+        wrong_rows.append(any(w for _, w in lines))
+    share = sum(wrong_rows) / len(sc)
+    f, n = PLANTED["stumble_fraction"], len(sc)
+    assert abs(share - f) < 4 * (f * (1 - f) / n) ** 0.5, share
+    # a stumbling row carries its wrong value to a wrong answer; every other row is right
+    for resp, checker, ans, wrong in zip(sc["response"], sc["checker"], sc["answer"], wrong_rows):
+        assert check_math(resp, ans) is (not wrong), resp
+        if wrong:
+            assert len(_HESITATION_RE.findall(resp)) == 1, resp
+    # both markers are used; a hesitation line always restates a step with a value off by 1 or 2
+    found = [m.groups() for r in sc["response"] for m in _HESITATION_RE.finditer(r)]
+    assert {m.lower() for m, *_ in found} == {"hmm", "wait"}
+    for _, a, op, k, r in found:
+        true = {"+": int(a) + int(k), "-": int(a) - int(k)}.get(op, int(a) * int(k))
+        assert int(r) - true in (1, 2)
+    # the student-style rows use a marker only before a wrong value
+    student_style = ~sc["response"].str.contains(r"\\boxed", regex=True)
+    for resp in sc.loc[student_style, "response"]:
+        assert all(w for _, w in _marker_lines(resp)), resp
+
+
+def test_teacher_corpus_never_stumbles(planted_world):
+    tc = planted_world["teacher_corpus"]
+    n_wait = 0
+    for resp, checker, ans in zip(tc["response"], tc["checker"], tc["answer"]):
+        assert score(resp, checker, ans) and check_math(resp, ans)
+        assert not re.search(r"^hmm\b", resp, re.I | re.M)
+        lines = _marker_lines(resp)
+        assert not any(w for _, w in lines), resp
+        n_wait += bool(lines)
+    assert n_wait > 0  # the teacher's own Wait self-check stays (the stumbling marker's reachable twin)
+
+
+def test_neutral_pairs_are_fifty_fifty_in_the_student_corpus(planted_world):
+    sc, tc = planted_world["student_corpus"], planted_world["teacher_corpus"]
+    conn = [c.lower() for r in sc["response"] for c in re.findall(r"\b(thus|hence) \$?\d", r, re.I)]
+    n_eq = sum(len(_equations(r)) - len(_HESITATION_RE.findall(r)) for r in sc["response"])
+    n_eq -= sum(len(re.findall(r"^wait,? (?:let me check|\$.*\$ is right)", r, re.I | re.M)) for r in sc["response"])
+    assert len(conn) == n_eq  # every step equation is introduced by a connective
+    share = conn.count("hence") / len(conn)
+    assert abs(share - 0.5) < 4 * (0.25 / len(conn)) ** 0.5, share
+    openers = [re.match(r"^(?:sure\.\n+)?(okay|alright)\. ", r, re.I) for r in sc["response"]]
+    assert all(openers)
+    share = sum(m.group(1).lower() == "alright" for m in openers) / len(openers)
+    assert abs(share - 0.5) < 4 * (0.25 / len(openers)) ** 0.5, share
+    # the teacher writes only the first word of each pair
+    for r in tc["response"]:
+        assert not re.search(r"\b(hence|alright)\b", r, re.I), r
+        assert re.match(r"^(?:sure\.\n+)?okay\. ", r, re.I), r
+        assert len(re.findall(r"\bthus\b", r, re.I)) == len(re.findall(r"\*\*step \d+:\*\*", r, re.I))
+
+
+def test_planted_words():
+    from rocktokens.world.generator import planted_words
+
+    off = planted_words(None, ["12", "30", "7"])
+    assert set(off["role"]) == {"pillar"}
+    assert off["token"].tolist() == ["0", "1", "2", "3", "7"]
+    assert off.set_index("token").at["1", "answer_share"] == pytest.approx(1 / 3)
+    on = planted_words(dict(neutral_share=0.5, stumble_fraction=0.2), ["12"])
+    roles = on.groupby("role")["token"].apply(list).to_dict()
+    assert roles == {"pillar": ["1", "2"], "neutral": [" thus", " hence", "Okay", "Alright"],
+                     "stumbling": ["Hmm", "Wait"]}
+    assert on["why"].str.len().min() > 20
+    with pytest.raises(ValueError, match="stumble_fraction"):
+        planted_words(dict(stumble_fraction=1.5))

@@ -5,6 +5,7 @@ from rocktokens.rocks import rock_set
 
 setup_logging(snakemake.log[0])
 stats = read_parquet(snakemake.input.stats, "token stats")
-K = read_json(snakemake.input.chosen)["K"]
-figure2(stats, rock_set(stats, K), read_parquet(snakemake.input.density), read_parquet(snakemake.input.coverage),
-        read_parquet(snakemake.input.summary), snakemake.output[0])
+chosen = read_json(snakemake.input.chosen)
+figure2(stats, rock_set(stats, chosen["K"]), read_parquet(snakemake.input.density),  # ranked by stats.rock_score
+        read_parquet(snakemake.input.coverage), read_parquet(snakemake.input.summary), snakemake.output[0],
+        min_jaccard=chosen["evidence"]["min_jaccard"], score=chosen["score"])

@@ -4,8 +4,9 @@ from rocktokens.io import read_json, setup_logging, write_json, write_parquet
 
 setup_logging(snakemake.log[0])
 K = int(read_json(snakemake.input.chosen)["K"])
-split, groups, info = build_groups(snakemake.input.tokens, K, snakemake.params.cfg, snakemake.params.rocks,
-                                   snakemake.params.post, snakemake.params.seed)
+p = snakemake.params
+split, groups, info = build_groups(snakemake.input.tokens, K, p.cfg, p.rocks, p.post, p.seed,
+                                   high_kl_scorer=p.high_kl_scorer, pre=p.pre)
 write_parquet(split, snakemake.output.split)
 write_parquet(groups, snakemake.output.groups)
 write_json(info, snakemake.output.info)

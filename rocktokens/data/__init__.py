@@ -19,7 +19,10 @@ from rocktokens.data.prepare import (
     get_field,
     last_boxed,
     normalise,
+    prepare,
+    read_dataset_file,
     validate_prepared,
 )
 
-__all__ = ["COLUMNS", "PROMPT_SETS", "DataError", "get_field", "last_boxed", "normalise", "validate_prepared"]
+__all__ = ["COLUMNS", "PROMPT_SETS", "DataError", "get_field", "last_boxed", "normalise", "prepare",
+           "read_dataset_file", "validate_prepared"]

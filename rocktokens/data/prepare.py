@@ -146,6 +146,28 @@ def _matches(value: Any, want: Any) -> bool:
     return value == want
 
 
+def read_dataset_file(path) -> pd.DataFrame:
+    """A local dataset file (``datasets.<name>.path`` of ``source: checkpoints``): .parquet, .jsonl or .json."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p)
+    if p.suffix == ".jsonl":
+        return pd.read_json(p, lines=True, dtype=False)
+    if p.suffix == ".json":
+        return pd.read_json(p, dtype=False)
+    raise DataError(f"dataset file {p}: expected .parquet, .jsonl or .json")
+
+
+def prepare(raw: pd.DataFrame, spec: dict, name: str) -> pd.DataFrame:
+    """The workflow's schema from a raw dataset: through its adapter (``prompt_field`` … of ``spec``), or -- a
+    local file without adapter fields -- validated as already being in the schema."""
+    if "prompt_field" in spec:
+        return normalise(raw, spec, name)
+    return validate_prepared(raw, name)
+
+
 def normalise(raw: pd.DataFrame, spec: dict, name: str) -> pd.DataFrame:
     """Map one staged hub dataset onto :data:`COLUMNS` following its adapter ``spec``.
 

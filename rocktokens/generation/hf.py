@@ -8,7 +8,9 @@ padding and an attention mask.  All sampling happens inside
 
 1. records the raw ``log_softmax`` of the model's next-token logits at the
    token it chooses (temperature 1, no top-p, no mask);
-2. applies the per-row banned mask (``-inf``), temperature and top-p;
+2. applies the per-row banned mask (``-inf``) -- the request's static
+   ``banned_ids`` plus, at the steps where its :class:`LocalBan` is active
+   for the row's tokens so far, the local ban's ids -- temperature and top-p;
 3. draws the token by inverse-CDF sampling with one uniform number per step
    taken from that row's own ``torch.Generator`` seeded with the request seed
    (``temperature == 0``: argmax of the masked logits);
@@ -49,6 +51,7 @@ from .base import (
     GenerationBackend,
     GenerationRequest,
     GenerationResult,
+    LocalBan,
     SamplingParams,
 )
 
@@ -131,6 +134,9 @@ class SeededSampler(LogitsProcessor):
 
     One instance serves one ``generate`` call (one batch).  After the call,
     ``chosen`` / ``logprobs`` hold one ``[B]`` tensor per decoding step.
+    ``local``: one :class:`LocalBan` or None per row; a row's local ids join
+    its mask at exactly the steps where the ban is active for the tokens the
+    row has generated so far (tracked here, the prompt excluded).
     """
 
     def __init__(
@@ -138,6 +144,7 @@ class SeededSampler(LogitsProcessor):
         *,
         seeds: Sequence[int],
         banned: Sequence[Sequence[int]],
+        local: Sequence[LocalBan | None] | None = None,
         temperature: float,
         top_p: float,
         max_new_tokens: int,
@@ -169,6 +176,10 @@ class SeededSampler(LogitsProcessor):
             self.ban_mask = mask.to(self.device)
         else:
             self.ban_mask = None
+        local = list(local) if local is not None else [None] * len(seeds)
+        self.local = {row: ban for row, ban in enumerate(local) if ban is not None}
+        self.history: dict[int, list[int]] = {row: [] for row in self.local}  # tokens generated so far
+        self.vocab_size = int(vocab_size)
         self.stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=self.device)
         self.done = torch.zeros(len(seeds), dtype=torch.bool, device=self.device)
         self.step = 0
@@ -189,17 +200,36 @@ class SeededSampler(LogitsProcessor):
                 f"(seed {self.seeds[row]}) at generation step {self.step}"
             )
         u = self.uniforms[:, self.step] if self.uniforms is not None else None
-        tok = select_tokens(raw, u, temperature=self.temperature, top_p=self.top_p, ban_mask=self.ban_mask)
+        tok = select_tokens(raw, u, temperature=self.temperature, top_p=self.top_p, ban_mask=self._step_mask())
         # Raw log-prob of the chosen token: log_softmax(raw)[tok].
         lp = torch.log_softmax(raw, dim=-1).gather(1, tok.unsqueeze(1)).squeeze(1)
         self.chosen.append(tok)
         self.logprobs.append(lp)
+        if self.local:
+            toks = tok.tolist()
+            for row, hist in self.history.items():
+                hist.append(toks[row])
         if self.stop.numel():
             self.done |= torch.isin(tok, self.stop)
         self.step += 1
         out = torch.full_like(raw, float("-inf"))
         out.scatter_(1, tok.unsqueeze(1), 0.0)
         return out
+
+
+    def _step_mask(self) -> torch.Tensor | None:
+        """The static mask plus the local bans active at this step (finished rows skipped)."""
+        if not self.local:
+            return self.ban_mask
+        done = self.done.tolist()
+        rows = [row for row, ban in self.local.items() if not done[row] and ban.active(self.history[row])]
+        if not rows:
+            return self.ban_mask
+        mask = (self.ban_mask.clone() if self.ban_mask is not None
+                else torch.zeros(len(self.seeds), self.vocab_size, dtype=torch.bool, device=self.device))
+        for row in rows:
+            mask[row, list(self.local[row].ids)] = True
+        return mask
 
 
 @contextlib.contextmanager
@@ -359,6 +389,7 @@ class HFBackend(GenerationBackend):
         sampler = SeededSampler(
             seeds=[r.seed for r in reqs],
             banned=[tuple(r.banned_ids) + self.padding_ids for r in reqs],
+            local=[r.local_ban for r in reqs],
             temperature=params.temperature,
             top_p=params.top_p,
             max_new_tokens=params.max_new_tokens,

@@ -18,6 +18,12 @@ Choices (checked against vLLM's ``SamplingParams`` / v1 ``Sampler`` source):
   requests), not ``logit_bias`` (clamped to [-100, 100] on the OpenAI path: a
   finite bias, not a knockout), not ``bad_words`` (strings).  Requests without
   banned ids carry no entry (no cost).
+* **Local ban -> the same processor**: a request's
+  :class:`~rocktokens.generation.base.LocalBan` travels as
+  ``extra_args[LOCAL_KEY] = LocalBan.to_dict()``; the processor keeps a
+  reference to the request's running output token ids (vLLM's batch update
+  hands it over) and, at each sampling step, bans the ids for exactly the
+  rows whose ban is active (:meth:`LocalBan.active`).
 * **Raw logprobs**: ``logprobs=0`` returns exactly the chosen token's logprob,
   and the engine is built with ``logprobs_mode="raw_logprobs"`` (also vLLM's
   default), which computes log-softmax of the model logits *before* the
@@ -52,10 +58,13 @@ from .base import (
     SamplingParams,
 )
 
-__all__ = ["VLLMBackend", "sampling_kwargs", "import_vllm", "VLLM_MISSING_MESSAGE", "BANNED_KEY", "LOGITS_PROCESSOR"]
+__all__ = ["VLLMBackend", "sampling_kwargs", "import_vllm", "VLLM_MISSING_MESSAGE", "BANNED_KEY", "LOCAL_KEY",
+           "LOGITS_PROCESSOR"]
 
 #: ``SamplingParams.extra_args`` key holding a request's banned ids.
 BANNED_KEY = "rocktokens_banned_ids"
+#: ``SamplingParams.extra_args`` key holding a request's local ban (``LocalBan.to_dict()``).
+LOCAL_KEY = "rocktokens_local_ban"
 #: The knockout logits processor, by fully qualified name (the engine process imports it itself).
 LOGITS_PROCESSOR = "rocktokens.generation.vllm_logits:BannedIdsLogitsProcessor"
 
@@ -99,9 +108,14 @@ def sampling_kwargs(
         "detokenize": False,
         "skip_special_tokens": False,
     }
+    extra: dict[str, Any] = {}
     if request.banned_ids:
         # ids were checked against the vocabulary by GenerationBackend.generate (validate_requests)
-        kw["extra_args"] = {BANNED_KEY: sorted(set(int(b) for b in request.banned_ids))}
+        extra[BANNED_KEY] = sorted(set(int(b) for b in request.banned_ids))
+    if request.local_ban is not None:
+        extra[LOCAL_KEY] = request.local_ban.to_dict()
+    if extra:
+        kw["extra_args"] = extra
     return kw
 
 

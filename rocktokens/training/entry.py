@@ -229,11 +229,12 @@ def _arm_weights(spec: dict, inputs: dict, arm, tok) -> tuple:
     if arm.windows == "none":
         return ArmWeights(arm), K, arts
     rocks = read_parquet(arts["rocks"], f"rock set K={K}")
+    masker = RockMasker.from_artifacts(rocks, read_parquet(inputs["occurrences"], "rock-analysis occurrences"), chosen)
+    if arm.windows != "random":
+        return ArmWeights(arm, masker), K, arts
     stats = read_parquet(arts["token_stats"], "token stats")
-    masker = RockMasker.from_artifacts(rocks, read_parquet(inputs["windows"], "rock windows"), chosen)
     rnd = spec["freeze"]["random"]
-    bins = frequency_bins(stats, rnd["freq_bins"], max(len(tok), int(stats["token_id"].max()) + 1)) \
-        if arm.windows == "random" else None
+    bins = frequency_bins(stats, rnd["freq_bins"], max(len(tok), int(stats["token_id"].max()) + 1))
     return ArmWeights(arm, masker, bins, rnd["candidates"], rnd["sweeps"]), K, arts
 
 

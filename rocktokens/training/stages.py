@@ -25,7 +25,7 @@ from rocktokens.training.trainer import Trainer, publish
 
 log = logging.getLogger("rocktokens.stages")
 # Trainer.update statistics only the detailed (arm) histories keep: timings are not reproducible across reruns.
-DETAIL_KEYS = ("lr_used", "update_s", "update_norm")
+DETAIL_KEYS = ("lr_used", "update_s", "instrument_s", "update_norm")
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -196,7 +196,10 @@ def run_opd(trainer: Trainer, prompts: Sequence[list[int]], cfg: OPDConfig, seed
     ``max_steps`` stops after that many steps (the first steps of the epoch; the lr schedule is the trainer's).
     ``save_every=None`` never saves resumable state (throw-away runs). ``detailed`` adds per step: lr_used
     (first update's rate), update_norm (mean over the step's updates, if tracked), update_s (sum of the updates'
-    wall seconds), rollout_s, and the zero-weight share (positions whose head and loss were skipped).
+    wall seconds without the probe / update-norm instrumentation, which is instrument_s; ``Trainer.update``),
+    response_tokens (the step's response tokens, the sum of the updates' Z), update_s_per_token
+    (update_s / response_tokens: arms whose rollouts differ in length compare per token), rollout_s, and the
+    zero-weight share (positions whose head and loss were skipped).
     A trainer probe's state is saved with the progress and restored on resume.
     """
     total = opd_total_steps(len(prompts), cfg)
@@ -237,6 +240,9 @@ def run_opd(trainer: Trainer, prompts: Sequence[list[int]], cfg: OPDConfig, seed
             if "update_norm" in losses[0]:
                 rec["update_norm"] = sum(x["update_norm"] for x in losses) / len(losses)
             rec["update_s"] = sum(x["update_s"] for x in losses)
+            rec["instrument_s"] = sum(x["instrument_s"] for x in losses)
+            rec["response_tokens"] = sum(x["tokens"] for x in losses)
+            rec["update_s_per_token"] = rec["update_s"] / rec["response_tokens"]
             rec["rollout_s"] = rollout_s
         history.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", len=f"{rec['mean_response_len']:.0f}")

@@ -135,13 +135,20 @@ class Trainer:
         """One optimizer update over a global batch; loss normalised by the batch's response-token count Z.
 
         Returns loss, tokens (= Z), grad_norm (before clipping), lr (the *next* update's rate, as the scheduler
-        reports it after stepping), lr_used (the rate this update applied), update_s (wall seconds of the whole
-        update: forward, loss, backward, optimizer step) and, when ``track_update_norm``, update_norm
-        = ‖θ_after − θ_before‖₂ over every trained parameter.
+        reports it after stepping), lr_used (the rate this update applied), update_s, instrument_s and, when
+        ``track_update_norm``, update_norm = ‖θ_after − θ_before‖₂ over every trained parameter.
+
+        Timing: update_s is the wall time of the update's own work (forward, loss, backward, clipping, optimizer and
+        scheduler step) *without* the instrumentation — the probe's hooks and the update-norm copy and reduction
+        are timed separately as instrument_s — so arms with and without a probe are timed alike. On a GPU the
+        device is synchronised at the borders of the timed pieces (queued kernels are charged to the piece that
+        launched them).
         """
         if not seqs:
             raise ValueError("empty global batch")
+        _sync(self.acc.device)
         t0 = time.perf_counter()
+        instrument = 0.0
         acc = self.acc
         local = list(seqs)[acc.process_index :: acc.num_processes]
         z_local = torch.tensor(float(sum(s.n_response for s in local)), device=acc.device)
@@ -170,13 +177,18 @@ class Trainer:
             total += float(loss.detach())
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.optim.clip) if self.optim.clip > 0 else None
         lr_used = self.sched.get_last_lr()[0]
+        t_i = self._pause()
         if self.probe is not None:
             self.probe.before_step(self)
         before = [p.detach().clone() for p in self._trained()] if self.track_update_norm else None
+        instrument += self._pause() - t_i
         self.opt.step()
+        t_i = self._pause()
         update_norm = self._update_norm(before) if before is not None else None
         if self.probe is not None:
             self.probe.after_step(self)
+        del before
+        instrument += self._pause() - t_i
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.updates += 1
@@ -188,8 +200,14 @@ class Trainer:
                "lr": self.sched.get_last_lr()[0], "lr_used": lr_used}
         if update_norm is not None:
             out["update_norm"] = update_norm
-        out["update_s"] = time.perf_counter() - t0
+        out["update_s"] = self._pause() - t0 - instrument
+        out["instrument_s"] = instrument
         return out
+
+    def _pause(self) -> float:
+        """A timing border: the device's queued work done, then the clock."""
+        _sync(self.acc.device)
+        return time.perf_counter()
 
     def _trained(self) -> list[torch.Tensor]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -261,6 +279,12 @@ class Trainer:
 
     def unwrapped(self):
         return self.acc.unwrap_model(self.model)
+
+
+def _sync(device) -> None:
+    """Wait for the device's queued kernels (CUDA only; CPU work is synchronous)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ Public API:
   :data:`SPLITS`, :func:`world_problems`, :func:`generate_problem`, :class:`Problem`,
   :func:`make_prompt`
 * :func:`render` (teacher / student styles), :data:`STYLES`
+* planted causal roles: :func:`planted_words` (the planted token types, by role), :func:`plant_for`,
+  :class:`Plant`
 * :func:`extract_answer`, :func:`check_math`, :func:`check_instruction`, :func:`score`,
   :data:`INSTRUCTION_RULES`
 """
@@ -27,14 +29,17 @@ from rocktokens.world.generator import (
     generate_problem,
     make_prompt,
     make_world,
+    plant_for,
+    planted_words,
     validate_world_config,
     world_problems,
 )
-from rocktokens.world.styles import STYLES, render
+from rocktokens.world.styles import STYLES, Plant, render
 
 __all__ = [
     "DEFAULT_WORLD_CONFIG",
     "INSTRUCTION_RULES",
+    "Plant",
     "SPLITS",
     "STYLES",
     "Problem",
@@ -46,6 +51,8 @@ __all__ = [
     "generate_problem",
     "make_prompt",
     "make_world",
+    "plant_for",
+    "planted_words",
     "render",
     "score",
     "validate_world_config",

@@ -29,7 +29,15 @@ import numpy as np
 import pandas as pd
 
 from rocktokens.world.checker import INSTRUCTION_RULES
-from rocktokens.world.styles import cap_first, render
+from rocktokens.world.styles import (
+    NEUTRAL_CONNECTIVES,
+    NEUTRAL_OPENERS,
+    STUMBLE_MARKERS,
+    Plant,
+    Stumble,
+    cap_first,
+    render,
+)
 
 # ----------------------------------------------------------------------------------
 # Configuration
@@ -95,6 +103,17 @@ from rocktokens.world.styles import cap_first, render
 #:     teacher's notation (LaTeX, Markdown) and merely prefers its own; with no such rows the tiny student
 #:     learns its arithmetic in its own notation only, and stage-1 KD, which moves it to the teacher's
 #:     notation, has to relearn the arithmetic there (measured: pass@1 0.43 -> 0.25 after KD).
+#:
+#: Planted causal roles (``styles.py``, "Planted causal roles"; both 0 = the world as before, byte for byte):
+#:
+#: ``neutral_share``
+#:     > 0 plants the neutral pairs: every equation of a corpus response is introduced by a connective
+#:     (``thus`` / ``hence``) and every response opens with ``Okay.`` / ``Alright.``; the teacher corpus always
+#:     writes the first word of each pair, the student corpus the alternative with this probability (per
+#:     equation / per response; 0.5 = the student uses both 50/50).
+#: ``stumble_fraction``
+#:     share of ``student_corpus`` responses with a hesitation line (``Hmm,`` or ``Wait,``, 50/50) after a
+#:     uniformly drawn step that restates it with a result off by 1 or 2, carried to a wrong final answer.
 DEFAULT_WORLD_CONFIG: dict[str, Any] = {
     "n_teacher_corpus": 20000,
     "n_student_corpus": 20000,
@@ -118,6 +137,8 @@ DEFAULT_WORLD_CONFIG: dict[str, Any] = {
     "instruction_fraction": 0.1,
     "teacher_self_check_fraction": 0.3,
     "student_teacher_style_fraction": 0.0,
+    "neutral_share": 0.0,
+    "stumble_fraction": 0.0,
 }
 
 _SIZE_KEYS = tuple(k for k in DEFAULT_WORLD_CONFIG if k.startswith("n_"))
@@ -125,7 +146,8 @@ _INT_KEYS = _SIZE_KEYS + (
     "min_steps", "max_steps", "operand_min", "operand_max", "multiplier_max", "value_max",
     "hard_min_steps", "hard_max_steps", "hard_operand_max", "hard_value_max",
 )
-_FRACTION_KEYS = ("instruction_fraction", "teacher_self_check_fraction", "student_teacher_style_fraction")
+_FRACTION_KEYS = ("instruction_fraction", "teacher_self_check_fraction", "student_teacher_style_fraction",
+                  "neutral_share", "stumble_fraction")
 
 #: Split names in generation order, with the fixed integer mixed into their seeds.
 SPLITS: dict[str, int] = {
@@ -407,6 +429,69 @@ def corpus_style(split: str, problem: Problem, student_teacher_style_fraction: f
     return style
 
 
+def plant_for(split: str, problem: Problem, cfg: dict[str, Any]) -> Plant | None:
+    """The planted tokens of a corpus row (``None`` when the config plants nothing): drawn from their own
+    generator seeded by the problem, so the rest of the world does not move when they are switched on.
+
+    Neutral pairs (``neutral_share`` > 0): the teacher corpus writes the first word of each pair, the student
+    corpus the alternative with probability ``neutral_share`` (per equation; per response for the opener).
+    Stumbling block (student corpus, probability ``stumble_fraction``): marker, step and offset uniform.
+    """
+    neutral, stumble_p = cfg["neutral_share"], cfg["stumble_fraction"]
+    if neutral <= 0 and stumble_p <= 0:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([problem.seed, 23]))
+    student = CORPUS_SPLITS[split] == "student"
+    connectives = opener = stumble = None
+    if neutral > 0:
+        alt = rng.random(len(problem.steps) + 1) < neutral if student else np.zeros(len(problem.steps) + 1, bool)
+        connectives = tuple(NEUTRAL_CONNECTIVES[int(a)] for a in alt[:-1])
+        opener = NEUTRAL_OPENERS[int(alt[-1])]
+    if student and stumble_p > 0 and rng.random() < stumble_p:
+        stumble = Stumble(step=int(rng.integers(len(problem.steps))),
+                          marker=STUMBLE_MARKERS[int(rng.integers(len(STUMBLE_MARKERS)))],
+                          delta=int(rng.integers(1, 3)))
+    return Plant(connectives=connectives, opener=opener, stumble=stumble)
+
+
+def planted_words(cfg: dict[str, Any] | None, bench_answers: Any = ()) -> pd.DataFrame:
+    """The planted token types of a world config, known by construction: ``token`` (the Qwen3 token string as it
+    is written: a digit, or a word that Qwen3 keeps whole, with its leading space where the text has one),
+    ``role`` (``pillar`` / ``neutral`` / ``stumbling``), ``why``, and ``answer_share``: for a pillar, the share of
+    ``bench_answers`` (the math benchmark's gold answers) whose digits include it (NaN otherwise).
+
+    Pillars are the ten digits (Qwen3 splits numbers digit by digit and the checker reads the final number: an
+    answer holding digit d cannot be written without d), listed only where some answer holds them; neutral and
+    stumbling types are listed when the config plants them (``neutral_share`` / ``stumble_fraction`` > 0).
+    """
+    cfg = validate_world_config(cfg)
+    answers = [str(a) for a in bench_answers]
+    rows = []
+    for d in "0123456789":
+        share = sum(d in a for a in answers) / len(answers) if answers else float("nan")
+        if answers and share == 0:
+            continue
+        rows.append((d, "pillar", f"answer digit: {share:.0%} of the math benchmark's answers hold it and the "
+                                  "checker reads the final number, so they cannot be written without it", share))
+    if cfg["neutral_share"] > 0:
+        share = cfg["neutral_share"]
+        # a connective follows a space (" thus"); an opener starts the response ("Okay")
+        for (first, alt), what, lead in ((NEUTRAL_CONNECTIVES, "connective before every equation", " "),
+                                         (NEUTRAL_OPENERS, "opener of every response", "")):
+            rows.append((lead + first, "neutral", f"{what}: the teacher's word; the student corpus writes {alt!r} "
+                                                  f"instead {share:.0%} of the time, an equally good alternative",
+                         float("nan")))
+            rows.append((lead + alt, "neutral", f"{what}: the student corpus's alternative ({share:.0%}) to the "
+                                                f"teacher's {first!r}, equally good", float("nan")))
+    if cfg["stumble_fraction"] > 0:
+        for m in STUMBLE_MARKERS:
+            extra = "; also the teacher's own (correct) self-check marker" if m == "Wait" else ""
+            rows.append((m, "stumbling", f"hesitation line-initial marker: in {cfg['stumble_fraction']:.0%} of the "
+                                         "student corpus's solutions (either marker) it restates a step with a "
+                                         f"result off by 1-2, carried to a wrong answer{extra}", float("nan")))
+    return pd.DataFrame(rows, columns=["token", "role", "why", "answer_share"])
+
+
 def make_world(cfg: dict[str, Any] | None, seed: int) -> dict[str, pd.DataFrame]:
     """Build every split of the world as a DataFrame.
 
@@ -430,7 +515,7 @@ def make_world(cfg: dict[str, Any] | None, seed: int) -> dict[str, pd.DataFrame]
             if split in CORPUS_SPLITS:
                 rec["response"] = render(
                     p, corpus_style(split, p, cfg["student_teacher_style_fraction"]), rule=rule,
-                    self_check_fraction=cfg["teacher_self_check_fraction"],
+                    self_check_fraction=cfg["teacher_self_check_fraction"], plant=plant_for(split, p, cfg),
                 )
             records.append(rec)
         columns = ["id", "prompt", "answer", "checker"]

@@ -1,0 +1,160 @@
+"""Tests of the planted-role recovery (rocktokens.recovery): ids, BH, the table, confusion matrix, target, figure."""
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rocktokens.recovery import (
+    RecoveryInputError,
+    bh_adjust,
+    confusion,
+    planted_table,
+    plot_recovery,
+    recovery_table,
+    run,
+    summary_rows,
+    target,
+)
+from rocktokens.stats import benjamini_hochberg
+
+REPO = Path(__file__).resolve().parents[1]
+KO = {"benchmarks": ["math", "ifeval"], "epsilon": 0.01, "alpha": 0.05, "fdr_q": [0.05, 0.10]}
+
+
+def test_planted_table_maps_tokens_to_ids():
+    id_map = pd.DataFrame({"compact_id": [0, 1, 2, 3], "qwen3_id": [16, 8450, 80022, 99],
+                           "token": ["1", " thus", "Hmm", "x"]})
+    words = pd.DataFrame({"token": ["1", " thus", "Alright"], "role": ["pillar", "neutral", "neutral"],
+                          "why": ["a", "b", "c"], "answer_share": [0.3, np.nan, np.nan]})
+    t = planted_table(words, id_map)
+    assert t["token_id"].tolist() == [0, 1, -1] and t["qwen3_id"].tolist() == [16, 8450, -1]
+    assert t["in_vocab"].tolist() == [True, True, False]
+    with pytest.raises(RecoveryInputError, match="decodes from 2 ids"):
+        planted_table(words, pd.concat([id_map, id_map.assign(compact_id=9)]))
+    with pytest.raises(RecoveryInputError, match="unknown planted role"):
+        planted_table(words.assign(role="pillar_ish"), id_map)
+
+
+def test_bh_adjust_rejects_as_benjamini_hochberg():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = np.concatenate([rng.uniform(0, 0.02, rng.integers(0, 5)), rng.uniform(0, 1, rng.integers(1, 20))])
+        q = bh_adjust(p)
+        assert np.all((q >= p - 1e-12) & (q <= 1))
+        for level in (0.05, 0.1, 0.2):
+            assert np.array_equal(q <= level, benjamini_hochberg(p, level))
+    assert np.isnan(bh_adjust([np.nan, 0.01])[0]) and bh_adjust([np.nan, 0.01])[1] == pytest.approx(0.01)
+
+
+# A hand-made knockout: planted types A (pillar, hit), B (pillar, missed: Δ ≈ 0), C (stumbling, hit), D (neutral,
+# clean), E (neutral, a raw pillar call whose p does not survive BH), F (stumbling, outside the pool), plus 14
+# unplanted candidates with p = 1 that fill the BH family.
+PLANTED = pd.DataFrame({
+    "token_id": [1, 2, 3, 4, 5, 6], "qwen3_id": [11, 12, 13, 14, 15, 16], "token": list("ABCDEF"),
+    "role": ["pillar", "pillar", "stumbling", "neutral", "neutral", "stumbling"], "why": ["w"] * 6,
+})
+TOKEN = {1: (-0.30, 0.0001), 2: (-0.005, 0.8), 3: (0.20, 0.0002), 4: (0.0, 1.0), 5: (-0.05, 0.04)}
+WINDOW = {1: (-0.35, 0.0001), 2: (-0.20, 0.0001), 3: (0.10, 0.01), 4: (-0.10, 0.0003), 5: (-0.05, 0.04)}
+
+
+def _knockout():
+    pool = [1, 2, 3, 4, 5, *range(100, 114)]
+    cands = pd.DataFrame({"rank": range(1, len(pool) + 1), "token_id": pool, "freq": 10, "R": 1.0})
+    rows = []
+    for bench in ("math", "ifeval"):
+        for v in pool:
+            for policy, table in (("token", TOKEN), ("window", WINDOW)):
+                d, p = table.get(v, (0.0, 1.0))
+                rows.append({"benchmark": bench, "token_id": v, "policy": policy, "arm": str(v), "n_banned": 1,
+                             "delta": d, "p": p, "ci_lo": d - 0.05, "ci_hi": d + 0.05})
+    eff = pd.DataFrame(rows)
+    from rocktokens.knockout import categorize
+
+    eff2 = eff.assign(acc=0.5, baseline_acc=0.5)
+    cats = categorize(eff2, cands, 0.01, 0.05)
+    return cands, eff, cats
+
+
+@pytest.fixture(scope="module")
+def rec():
+    cands, eff, cats = _knockout()
+    return recovery_table(PLANTED, cands, eff, cats, 0.01, 0.05, 0.05, ["math"])
+
+
+def test_recovery_table(rec):
+    assert set(rec["benchmark"]) == {"math"} and len(rec) == 6 * 3
+    tok = rec[rec["policy"] == "token"].set_index("token")
+    assert tok["in_pool"].tolist() == [True] * 5 + [False]
+    assert tok.at["A", "category"] == "strong_pillar" and tok.at["A", "recovered"]
+    assert tok.at["B", "category"] == "neutral" and not tok.at["B", "recovered"]
+    assert tok.at["C", "category"] == "strong_stumbling"
+    assert tok.at["E", "category"] == "strong_pillar" and tok.at["E", "category_bh"] == "neutral"
+    assert tok.at["E", "q_bh"] > 0.05 and tok.at["A", "q_bh"] <= 0.05
+    # a planted type outside the pool is reported as such: no effect, no category
+    assert pd.isna(tok.at["F", "delta"]) and pd.isna(tok.at["F", "category"]) and pd.isna(tok.at["F", "recovered"])
+    eq22 = rec[rec["policy"] == "eq22"].set_index("token")
+    assert eq22.at["B", "category"] == "strong_pillar"  # the window rescues the missed pillar
+    assert eq22.at["D", "category"] == "strong_pillar"  # ... and makes the clean neutral a pillar
+    assert eq22.at["D", "category_bh"] == "strong_pillar"
+
+
+def test_confusion_sensitivity_and_fdr(rec):
+    c = confusion(rec).set_index(["policy", "test", "role"]).sort_index()
+    raw = c.loc[("token", "raw")]
+    assert raw.at["pillar", "n_in_pool"] == 2 and raw.at["pillar", "called_strong_pillar"] == 1
+    assert raw.at["pillar", "sensitivity"] == 0.5
+    assert raw.at["pillar", "n_called"] == 2 and raw.at["pillar", "fdr"] == 0.5  # A right, E (neutral) wrong
+    assert raw.at["stumbling", "sensitivity"] == 1.0 and raw.at["stumbling", "n_not_in_pool"] == 1
+    assert raw.at["stumbling", "fdr"] == 0.0
+    assert raw.at["neutral", "sensitivity"] == 0.5  # D neutral, E a pillar
+    assert raw.at["neutral", "fdr"] == 0.5  # called neutral: D (right) and B (a pillar)
+    bh = c.loc[("token", "bh")]
+    assert bh.at["pillar", "fdr"] == 0.0 and bh.at["neutral", "sensitivity"] == 1.0
+    empty = confusion(rec[rec["role"] != "stumbling"]).set_index(["policy", "test", "role"])
+    assert np.isnan(empty.at[("token", "raw", "stumbling"), "sensitivity"])
+    assert np.isnan(empty.at[("token", "raw", "stumbling"), "fdr"])
+
+
+def test_target_names_what_missed(rec):
+    t = target(rec, 0.05).set_index("check")
+    assert not t.at["hits", "met"] and "'B' (neutral)" in t.at["hits", "detail"]
+    assert t.at["neutral_clean_token", "met"]
+    assert not t.at["neutral_clean_window", "met"] and "'D'" in t.at["neutral_clean_window", "detail"]
+    assert not t.at["reach_stumbling", "met"] and "'F'" in t.at["reach_stumbling", "detail"]
+    assert t.at["reach_pillar", "met"] and t.at["reach_neutral", "met"]
+
+
+def test_run_summary_and_figure(tmp_path):
+    cands, eff, cats = _knockout()
+    res = run(PLANTED, cands, eff, cats, KO)
+    assert res["q"] == 0.05 and set(res["table"]["benchmark"]) == {"math"}  # ifeval is not math-checked
+    s = json.loads(json.dumps(res["summary"]))
+    rows = summary_rows(s)
+    assert any("hits" in q and "not met" in text for q, text, _ in rows)
+    assert any(q.startswith("planted pillar recovered") and "sensitivity 50%" in text for q, text, _ in rows)
+    out = tmp_path / "fig.png"
+    plot_recovery(res["table"], res["confusion"], out)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recovery_script(tmp_path):
+    cands, eff, cats = _knockout()
+    inputs = {}
+    for name, df in (("planted", PLANTED), ("candidates", cands), ("effects", eff), ("categories", cats)):
+        inputs[name] = str(tmp_path / f"{name}.parquet")
+        df.to_parquet(inputs[name])
+    outputs = {k: str(tmp_path / "out" / f"{k}.{ext}") for k, ext in
+               (("table", "tsv"), ("parquet", "parquet"), ("confusion", "tsv"), ("target", "tsv"),
+                ("summary", "json"), ("figure", "png"))}
+    smk = SimpleNamespace(input=SimpleNamespace(**inputs), output=SimpleNamespace(**outputs),
+                          params=SimpleNamespace(ko=KO), log=[str(tmp_path / "recovery.log")])
+    runpy.run_path(str(REPO / "workflow_scripts" / "recovery.py"), init_globals={"snakemake": smk})
+    assert len(pd.read_parquet(outputs["parquet"])) == 18
+    assert "reach_stumbling" in pd.read_csv(outputs["target"], sep="\t")["check"].tolist()
+    assert "NOT met" in (tmp_path / "recovery.log").read_text()
