@@ -115,6 +115,9 @@ def test_byo_run_reproduces_the_smoke_token_table_and_rock_sets(smoke_results, t
         shutil.copytree(d, ck / name)
     for d in ck.iterdir():  # the world checkpoints carry the compact tokenizer, as any saved run carries its own
         assert (d / "tokenizer.json").exists()
+    # the world's compact tokenizer maps its ids to Qwen3 ids (id_map.parquet, beside tokenizer.json); a run saved
+    # with that tokenizer carries the map in its tokenizer directory (a hub model's ids already are Qwen3 ids)
+    shutil.copy(smoke_results / "tokenizer" / "compact" / "id_map.parquet", ck / "pre_opd")
     shutil.copytree(smoke_results / "data", ck / "data")
     smoke_cfg = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     overlay = {
@@ -131,8 +134,8 @@ def test_byo_run_reproduces_the_smoke_token_table_and_rock_sets(smoke_results, t
                                   str(tmp_path / "byo.yaml")))
     assert plan.get("token_kl") == 1 and not set(plan) & set(TRAINING), plan
     targets = ["results/byo/tokens/kl", "results/byo/rocks/chosen_K.json"]
-    run_snakemake(wd, "--cores", "2", "--configfile", str(REPO / "configs" / "smoke.yaml"), str(tmp_path / "byo.yaml"),
-                  *targets)
+    run_snakemake(wd, "--cores", "2", *targets,  # targets before --configfile, which takes a list
+                  "--configfile", str(REPO / "configs" / "smoke.yaml"), str(tmp_path / "byo.yaml"))
     mine, theirs = wd / "results" / "byo", smoke_results
     for f in sorted((theirs / "tokens" / "kl").glob("*.parquet")):
         pd.testing.assert_frame_equal(pd.read_parquet(mine / "tokens" / "kl" / f.name), pd.read_parquet(f))
