@@ -441,6 +441,7 @@ def test_arm_accuracy_pools_hard_benchmarks_with_an_interval_over_problems():
 
 
 # ----------------------------------------------------------------------------- the smoke DAG
+@pytest.mark.slow  # builds the shared smoke DAG (run in .venv by `make test`; `make test-vllm` leaves it out)
 def test_smoke_arms(smoke_results):
     r = smoke_results
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
