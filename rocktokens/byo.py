@@ -123,9 +123,11 @@ def check(config: dict, needed: list[str]) -> None:
         if not (p / "tokenizer_config.json").exists() or not any((p / f).exists() for f in TOKENIZER_FILES):
             raise ByoError(f"config key '{keys[name]}': {d} has no tokenizer files (tokenizer_config.json and one of "
                            f"{', '.join(TOKENIZER_FILES)}): save the tokenizer with the checkpoint")
-        vocab[name], tok_size[name] = _vocab_of(p), _tokenizer_size(p)
+        vocab[name] = _vocab_of(p)
+        if name in ("teacher", "stage1"):  # the tokenizer the workflow reads and the teacher's (parse time: the
+            tok_size[name] = _tokenizer_size(p)  # others' heads are compared by config; token_kl checks each)
     if len(set(vocab.values())) > 1 or len({v for v in tok_size.values() if v is not None}) > 1:
-        rows = ", ".join(f"{n} {vocab[n]} rows / tokenizer {tok_size[n]}" for n in dirs)
+        rows = ", ".join(f"{n} {vocab[n]} rows" + (f" / tokenizer {tok_size[n]}" if n in tok_size else "") for n in dirs)
         raise ByoError(f"config key 'checkpoints': the checkpoints do not share one vocabulary ({rows}); token-level "
                        f"KL between teacher and student needs the same tokenizer")
     for name in needed:

@@ -422,14 +422,6 @@ def measurement_rollouts(rollouts: pd.DataFrame, split: pd.DataFrame) -> pd.Data
     return out
 
 
-def pick_devices() -> tuple[str, str]:
-    """(student device, teacher device): the first two GPUs when there are two, else one GPU, else CPU."""
-    if torch.cuda.is_available():
-        n = torch.cuda.device_count()
-        return "cuda:0", ("cuda:1" if n > 1 else "cuda:0")
-    return "cpu", "cpu"
-
-
 def run_gradient_geometry(student, teacher, rollouts: pd.DataFrame, split: pd.DataFrame, groups: pd.DataFrame, *,
                           chunk: int, batch_size: int, temperature: float, checkpoint: str,
                           token_dir=None, rocks_cfg: Mapping | None = None, progress: bool = True):

@@ -1,14 +1,15 @@
 """Rule gradient_geometry: ḡ_t, cos with G_balanced, Eq. 16 on the measurement split (thin wrapper)."""
 import torch
 
-from rocktokens.geometry import pick_devices, run_gradient_geometry
+from rocktokens.geometry import run_gradient_geometry
+from rocktokens.models import scoring_devices
 from rocktokens.io import read_json, read_parquet, setup_logging, write_json, write_parquet
 from rocktokens.models import load_model
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 p = snakemake.params
-dev_s, dev_t = pick_devices()
+dev_t, (dev_s,) = scoring_devices(1)  # teacher on the first GPU, student on the second (if any)
 student = load_model(snakemake.input.student, p.dtype, dev_s)
 teacher = load_model(snakemake.input.teacher, p.dtype, dev_t)
 table, summary = run_gradient_geometry(
