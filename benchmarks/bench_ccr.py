@@ -23,9 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from rocktokens import context as C
-
-
+from rocktokens.rocks import context as C
 def make_corpus(n_tokens: int, seed: int = 0, vocab: int = 50_000, n_seq: int = 2_000):
     rng = np.random.default_rng(seed)
     p = np.arange(1, vocab + 1, dtype=np.float64) ** -1.1
@@ -100,7 +98,7 @@ def run(args, corpus):
     cons = C.consistent_occurrences(r, args.eta)
     d = pd.DataFrame({"token_id": token_id, "loss": loss_post})
     stats = d.groupby("token_id")["loss"].agg(freq="size", mean_loss="mean").reset_index()
-    stats["R"] = stats["freq"] * stats["mean_loss"]  # what rocktokens/sql/token_stats.sql computes
+    stats["R"] = stats["freq"] * stats["mean_loss"]  # what rocktokens/tokens/sql/token_stats.sql computes
     table = C.burden_table(stats, token_id)
     ids = table["token_id"].to_numpy()
     n_cons = np.bincount(np.searchsorted(ids, tok_ph[cons]), minlength=ids.size)

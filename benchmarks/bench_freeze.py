@@ -7,7 +7,7 @@ What is timed: ``Trainer.update`` (the whole optimizer update: student and teach
 reverse KL, backward, clipping, AdamW step) on one fixed global batch of rollout-shaped sequences, for arms that
 differ only in their per-token weights: baseline (λ=1: nothing skipped) and λ=0 at masked shares s. Positions of
 weight 0 skip the output-layer projection and the full-vocabulary KL of *both* models
-(``rocktokens.losses.chunked_loss_and_grads``); the transformer bodies still run on every position (later tokens
+(``rocktokens.core.losses.chunked_loss_and_grads``); the transformer bodies still run on every position (later tokens
 attend to frozen ones). One trainer serves every arm (lr 0: the parameters stay fixed, so every update does the
 same work); arms are interleaved, each repeat runs them in a new random order, and the minimum over
 repeats is reported (the least-disturbed run on a shared machine; one warm-up update per arm first), torch on one
@@ -75,8 +75,8 @@ def _models(size: dict):
 
 def _batch(size: dict, share: float, seed: int):
     """Rollout-shaped sequences; a share ``share`` of the response tokens frozen in runs of 5 (a W(v) window)."""
-    from rocktokens.freeze import place_runs
-    from rocktokens.training.batches import TokenSequence
+    from rocktokens.freeze.arms import place_runs
+    from rocktokens.core.sequences import TokenSequence
 
     rng = np.random.default_rng(seed)
     seqs = []
@@ -101,7 +101,7 @@ def _batch(size: dict, share: float, seed: int):
 def run_size(name: str, shares: list[float], repeats: int) -> dict:
     import torch
 
-    from rocktokens.losses import LossSpec
+    from rocktokens.core.losses import LossSpec
     from rocktokens.training.trainer import OptimConfig, Trainer
 
     torch.set_num_threads(1)

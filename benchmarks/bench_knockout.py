@@ -8,7 +8,7 @@ Both strategies run the same (candidate × problem × sample) requests — same 
 candidate's banned id — through the same HF backend (``rocktokens.generation``) with one torch thread, as a rule
 job does:
 
-* **batched**: every candidate's requests in ONE ``generate`` call (``rocktokens.knockout.build_requests``: the
+* **batched**: every candidate's requests in ONE ``generate`` call (``rocktokens.knockout.experiment.build_requests``: the
   backend batches ``--batch-size`` rows, each row with its own −inf mask);
 * **one at a time**: one ``generate`` call per candidate (its problems × samples), the way a per-candidate knockout
   loop runs.
@@ -54,7 +54,7 @@ def main(argv=None):
 
     from rocktokens.generation import SamplingParams
     from rocktokens.generation.hf import HFBackend
-    from rocktokens.knockout import arm_key, build_requests
+    from rocktokens.knockout.experiment import arm_key, build_requests
 
     model = tiny_model(args.vocab, args.seed) if args.model is None else None
     be = HFBackend(args.model, model=model, stop_ids=[], batch_size=args.batch_size, pad_id=0, progress=False)

@@ -63,7 +63,7 @@ def main() -> None:
     from rocktokens.generation import GenerationRequest, SamplingParams
     from rocktokens.generation.hf import HFBackend
     from rocktokens.generation.rollouts import RolloutEngine
-    from rocktokens.seeding import derive_seed
+    from rocktokens.core.seeding import derive_seed
 
     torch.set_num_threads(a.threads)
     dtype = torch.bfloat16 if a.device.startswith("cuda") else torch.float32

@@ -1,4 +1,4 @@
-"""Teacher-forced per-token scoring (rocktokens.kl): throughput and peak memory against two baselines.
+"""Teacher-forced per-token scoring (rocktokens.tokens.kl): throughput and peak memory against two baselines.
 
     python benchmarks/bench_scoring.py                      # T = 2048, memory series 512/1024/2048 (~3-4 min)
     python benchmarks/bench_scoring.py --T 1024 --repeats 3 --chunk 64 --mem-T 256 512 1024
@@ -9,7 +9,7 @@ response T − 64), torch.set_num_threads(1). Every measurement runs in its own 
 RSS (getrusage(RUSAGE_SELF).ru_maxrss) is its own:
 
   load     a process that builds the models and the sequence and does nothing else (the memory baseline)
-  ours     rocktokens.kl.score_sequences(student, teacher, [seq], chunk=C, vocab_block=B) — eager, streamed over
+  ours     rocktokens.tokens.kl.score_sequences(student, teacher, [seq], chunk=C, vocab_block=B) — eager, streamed over
            vocabulary blocks (--chunk-ours, --vocab-block)
   ours+c   the same with compiled=True (torch.compile of the per-chunk reductions; compile time excluded
            by a warm-up call, its memory included); its own chunk (--chunk-compiled)
@@ -57,8 +57,8 @@ def _child(mode: str, T: int, chunk: int, repeats: int, vocab_block: int = 4096,
     import torch
 
     torch.set_num_threads(1)
-    from rocktokens.kl import columns_from_logits, score_sequences
-    from rocktokens.training.batches import TokenSequence
+    from rocktokens.tokens.kl import columns_from_logits, score_sequences
+    from rocktokens.core.sequences import TokenSequence
 
     cuda = device.startswith("cuda")
     student, teacher = (m.to(device) for m in _models())

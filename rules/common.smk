@@ -5,8 +5,8 @@ import sys
 
 from snakemake.utils import validate
 
-from rocktokens import byo
-from rocktokens.config import check_config, eval_checkpoints, scorer_checkpoints
+from rocktokens.workflow import byo
+from rocktokens.workflow.config import check_config, eval_checkpoints, scorer_checkpoints
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -94,8 +94,8 @@ def nltk_input(bench):
 
 def res(rule_name):
     """Per-rule resources from the config's resources section (``default`` if the rule is not listed), in the
-    names the SLURM executor reads; memory and runtime grow on retries (rocktokens.cluster.rule_resources)."""
-    from rocktokens.cluster import rule_resources
+    names the SLURM executor reads; memory and runtime grow on retries (rocktokens.workflow.cluster.rule_resources)."""
+    from rocktokens.workflow.cluster import rule_resources
 
     return rule_resources(config, rule_name)
 

@@ -53,7 +53,7 @@ rule accuracy_table:
 
 # Does the distillation under study work? pass@1 of every checkpoint on the in-distribution benchmark with paired
 # gains (base → stage 1 → final OPD, bootstrap over problems), the share of the teacher–student gap closed, and the
-# OPD reverse-KL curve (rocktokens/distillation.py).
+# OPD reverse-KL curve (rocktokens/evaluate/distillation.py).
 rule distillation:
     input:
         evals=expand(f"{R}/eval/{{ckpt}}/{{bench}}.parquet", bench=config["distillation"]["benchmark"],

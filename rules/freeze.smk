@@ -1,9 +1,9 @@
 # Rock-freeze training (§4, Eq. 18–19, Figure 5) and the optimizer ablation: reweighted OPD arms from the
-# stage-1 checkpoint, their pass@1 curves on the hard benchmarks, the masked share per arm (rocktokens/freeze.py).
+# stage-1 checkpoint, their pass@1 curves on the hard benchmarks, the masked share per arm (rocktokens/freeze/arms.py).
 import re
 import shlex
 
-from rocktokens.freeze import arm_freeze_settings, arm_inputs, check_freeze_config, probe_settings
+from rocktokens.freeze.arms import arm_freeze_settings, arm_inputs, check_freeze_config, probe_settings
 
 ARMS = check_freeze_config(config)  # name -> ArmSpec; fails at parse time naming the bad key
 FZ = config["freeze"]

@@ -1,6 +1,6 @@
 # Gradient geometry (Eq. 16), persistence across checkpoints, Figure 3 (§2.6), and the optimizer-suppression
 # probe (is Adam the cause?). Groups are selected on one split of the analysis problems and measured on the other.
-from rocktokens.config import geometry_settings
+from rocktokens.workflow.config import geometry_settings
 
 GEO = geometry_settings(config)  # resolved checkpoint names; fails at parse time naming the bad key
 GEO_CFG = config["geometry"]

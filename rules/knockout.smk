@@ -4,7 +4,7 @@
 # targets per benchmark: shard_size (candidate, policy) slots each, a failed one reruns alone (--keep-going lets the
 # others finish); a shard job loads the post-OPD student once and mixes its arms' masks in one generation batch. At
 # paper scale (shard_size 1) every knockout policy × candidate × benchmark is a GPU job.
-from rocktokens.knockout import BASELINE_SHARD, check_knockout_config, shard_names
+from rocktokens.knockout.experiment import BASELINE_SHARD, check_knockout_config, shard_names
 
 check_knockout_config(config)
 KO = config["knockout"]

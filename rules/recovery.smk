@@ -1,6 +1,6 @@
 # Recovery of the planted causal roles (embedded world only: other sources have no planted truth). Every planted
 # type beside what the knockout census called it, per policy, with Δ, interval, p and BH; the confusion matrix with
-# sensitivity and FDR per role; the issue's target checks; a figure. Logic: rocktokens/recovery.py.
+# sensitivity and FDR per role; the issue's target checks; a figure. Logic: rocktokens/recovery/planted.py.
 if WORLD:
 
     rule recovery:

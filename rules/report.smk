@@ -3,7 +3,7 @@
 # `snakemake --report results/<run>/report.html` collects it with every figure and table (captions in report/).
 
 
-# summary.md / .tsv / .parquet / .html (the html is the report's rendering); rocktokens/summary.py holds the logic.
+# summary.md / .tsv / .parquet / .html (the html is the report's rendering); rocktokens/report/summary.py holds the logic.
 rule summary:
     input:
         chosen=rules.rock_analysis.output.chosen,

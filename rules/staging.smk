@@ -45,7 +45,7 @@ if not WORLD:
             "../workflow_scripts/stage_dataset.py"
 
     # NLTK's punkt_tab sentence-tokenizer data, which the real IFEval checks need for sentence counts
-    # (rocktokens/ifeval.py); evaluation jobs on hub IFEval benchmarks read it from here (no download there).
+    # (rocktokens/checking/ifeval.py); evaluation jobs on hub IFEval benchmarks read it from here (no download there).
     rule stage_nltk_data:
         output:
             directory("resources/nltk_data"),

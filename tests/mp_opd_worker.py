@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import save_file
 
 from rocktokens.generation.hf import HFBackend
-from rocktokens.losses import LossSpec
+from rocktokens.core.losses import LossSpec
 from rocktokens.models import load_model, load_tokenizer
-from rocktokens.training.stages import OPDConfig, encode_prompt, run_opd, stop_ids
+from rocktokens.training.stages import OPDConfig, run_opd
+from rocktokens.core.prompts import encode_prompt, stop_ids
 from rocktokens.training.trainer import OptimConfig, Trainer
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""rocktokens.aggregate: real DuckDB on small parquet token tables, every result against plain Python loops."""
+"""rocktokens.tokens.aggregate: real DuckDB on small parquet token tables, every result against plain Python loops."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pandas as pd
 import pytest
 
-from rocktokens.aggregate import LOSSES, Aggregator, load_sql, render_sql
+from rocktokens.tokens.aggregate import LOSSES, Aggregator, load_sql, render_sql
 
 FLOATS = ["logp_student", "logp_teacher", "log_ratio", "rkl", "fkl", "entropy_student", "entropy_teacher"]
 

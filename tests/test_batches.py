@@ -1,7 +1,7 @@
 """Label alignment: the logit at position t predicts x_{t+1}; weights belong to the label."""
 import pytest
 
-from rocktokens.training.batches import TokenSequence, collate, response_positions
+from rocktokens.core.sequences import TokenSequence, collate, response_positions
 
 
 def test_response_positions():

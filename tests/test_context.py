@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rocktokens import context as C
-
+from rocktokens.rocks import context as C
 GAMMAS = [0.0, 0.1, 0.25, 1 / 3, 0.3, 0.5, 0.6, 2 / 3, 0.75, 0.9, 1.0, 1.1]
 
 
@@ -210,7 +209,7 @@ def test_ccr_uses_full_freq():
 
 
 def _stats(token_id, loss_post):
-    """Reference Freq / mean loss / R per token (what rocktokens/sql/token_stats.sql computes)."""
+    """Reference Freq / mean loss / R per token (what rocktokens/tokens/sql/token_stats.sql computes)."""
     d = pd.DataFrame({"token_id": np.asarray(token_id), "loss": np.asarray(loss_post, dtype=float)})
     g = d.groupby("token_id")["loss"].agg(freq="size", mean_loss="mean").reset_index()
     g["R"] = g["freq"] * g["mean_loss"]

@@ -1,10 +1,10 @@
-"""Does distillation work? The per-checkpoint table, paired gains and the KL curve (rocktokens.distillation)."""
+"""Does distillation work? The per-checkpoint table, paired gains and the KL curve (rocktokens.evaluate.distillation)."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from rocktokens.distillation import distillation_table, kl_curve, opd_order, summary_rows
-from rocktokens.figures import figure_distillation
+from rocktokens.evaluate.distillation import distillation_table, kl_curve, opd_order, summary_rows
+from rocktokens.evaluate.figures import figure_distillation
 
 
 def _evals(acc: dict[str, np.ndarray], k: int = 2, bench: str = "math") -> pd.DataFrame:

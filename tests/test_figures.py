@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from rocktokens.figures import FigureInputError, figure2
-from rocktokens.rocks import coverage_curve, rock_set
+from rocktokens.core.plotting import FigureInputError
+from rocktokens.rocks.figures import figure2
+from rocktokens.rocks.sets import coverage_curve, rock_set
 
 
 def _frames():
@@ -56,10 +57,10 @@ def test_figure2_rejects_missing_column_and_bad_density(tmp_path):
 def test_figure2_draws_the_configured_stability_bar(tmp_path, monkeypatch):
     """The dotted bar of (c) and (d) is the min_jaccard handed in (rocks.stability.min_jaccard, from
     chosen_K.json), not a constant; none is drawn when none is given."""
-    import rocktokens.figures as F
+    import rocktokens.rocks.figures as F
 
     figs = []
-    monkeypatch.setattr(F, "_save", lambda fig, out, dpi: figs.append(fig) or out)
+    monkeypatch.setattr(F, "save", lambda fig, out, dpi: figs.append(fig) or out)
 
     def bars(fig):
         return sorted({round(float(ln.get_ydata()[0]), 6) for ax in fig.axes for ln in ax.get_lines()

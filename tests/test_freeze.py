@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from rocktokens.freeze import (
+from rocktokens.freeze.arms import (
     ArmSpec,
     ArmWeights,
     FreezeConfigError,
@@ -28,12 +28,13 @@ from rocktokens.freeze import (
     random_window_mask,
     share_summary,
 )
-from rocktokens.losses import LossSpec, chunked_head_loss
+from rocktokens.core.losses import LossSpec, chunked_head_loss
 from rocktokens.models import load_model
-from rocktokens.training.batches import TokenSequence, collate
-from rocktokens.training.stages import OPDConfig, encode_prompt, run_opd
+from rocktokens.core.sequences import TokenSequence, collate
+from rocktokens.training.stages import OPDConfig, run_opd
+from rocktokens.core.prompts import encode_prompt
 from rocktokens.training.trainer import OptimConfig, Trainer
-from rocktokens.windows import context_columns, elevated_columns
+from rocktokens.rocks.windows import context_columns, elevated_columns
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def test_rock_at_label_t_zeroes_the_term_predicting_x_t_not_x_t_plus_1():
 
 def test_window_occurrence_freezes_its_segment_and_soft_lambda_only_scales_the_frozen_set():
     # stored context of 7: (1, 2 | 3, 4); an occurrence with >= gamma*2w = 2 agreeing offsets opens W(7), over the
-    # contiguous offsets that agree (rocktokens.windows)
+    # contiguous offsets that agree (rocktokens.rocks.windows)
     masker = RockMasker([7], _contexts([(7, [1, 2, 3, 4])]), w=2, gamma=0.5)
     resp = [9, 1, 2, 7, 3, 8, 9, 9, 7, 9]  # the first 7 matches (1 2 | 3, 3 of 4), the second (9, 9 | 9, PAD) does not
     m = masker.mask(resp)
@@ -96,7 +97,7 @@ def test_tokens_arm_freezes_the_rock_tokens_only_and_reports_the_rock_mask():
 def test_arm_inputs_and_params_are_narrow():
     from types import SimpleNamespace
 
-    from rocktokens.freeze import arm_freeze_settings, arm_inputs
+    from rocktokens.freeze.arms import arm_freeze_settings, arm_inputs
 
     outs = SimpleNamespace(chosen="c", stats="s", occurrences="o", windows="w", K5="k", controls5="ct")
     specs = arm_specs({"base": {"lam": 1.0, "windows": "rock", "probe": True}, "tok": {"lam": 0.0, "windows": "tokens"},
@@ -122,7 +123,7 @@ def test_arm_inputs_and_params_are_narrow():
     ("freeze.n_checkpoints", 97, "freeze", r"'freeze\.n_checkpoints'.*at most 96 OPD steps"),
 ])
 def test_checkpoints_and_steps_beyond_stage2_fail_at_parse_time(key, value, where, msg):
-    from rocktokens.config import ConfigError, check_config
+    from rocktokens.workflow.config import ConfigError, check_config
 
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())  # 512 prompts x 3 epochs // 16 per step = 96 steps
     section, name = key.split(".")
@@ -281,7 +282,7 @@ def _opd_setup(tiny_world, tiny_models):
 
 def _factory(tok):
     from rocktokens.generation.hf import HFBackend
-    from rocktokens.training.stages import stop_ids
+    from rocktokens.core.prompts import stop_ids
 
     return lambda model: HFBackend(model=model, stop_ids=stop_ids(tok), pad_id=tok.pad_token_id, batch_size=16,
                                    n_tokens=len(tok), progress=False)

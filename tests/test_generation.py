@@ -190,7 +190,7 @@ def test_banned_logprobs_are_raw(peaked_model):
 def test_local_ban_rule():
     """LocalBan.active: a step matches when its live left context (the prompt excluded, PAD before the response)
     agrees with a stored one on >= m elements; the ban holds from a matching step through `reach` steps after it."""
-    from rocktokens.context import PAD as CONTEXT_PAD
+    from rocktokens.rocks.context import PAD as CONTEXT_PAD
 
     assert PAD == CONTEXT_PAD
     b = LocalBan(ids=(5, 3, 5), contexts=((1, 2), (PAD, 7)), min_matches=1)

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rocktokens.config import GeometryConfigError, geometry_settings
-from rocktokens.geometry import (
+from rocktokens.workflow.config import GeometryConfigError, geometry_settings
+from rocktokens.geometry.gradients import (
     GeometryResult,
     GradientAccumulator,
     build_groups,
@@ -22,8 +22,8 @@ from rocktokens.geometry import (
     stream_gradient_geometry,
     wilcoxon_paired,
 )
-from rocktokens.losses import reverse_kl
-from rocktokens.persistence import persistence_summary, persistence_table
+from rocktokens.core.losses import reverse_kl
+from rocktokens.geometry.persistence import persistence_summary, persistence_table
 
 
 # ----------------------------------------------------------------------------- ḡ against autograd
@@ -101,7 +101,7 @@ def _tiny(seed, vocab, moe=False):
 
 
 def test_streamed_pass_on_tiny_models_matches_full_logits():
-    from rocktokens.training.batches import TokenSequence
+    from rocktokens.core.sequences import TokenSequence
 
     V = 12
     student, teacher = _tiny(1, V), _tiny(2, V, moe=True)
@@ -217,7 +217,7 @@ def test_groups_are_selected_on_the_selection_split_only(tmp_path):
     assert build_groups(tdir, 2, cfg, rocks_cfg, "opd-2", seed=4)[1].equals(groups)
     assert not build_groups(tdir, 2, cfg, rocks_cfg, "opd-2", seed=5)[0].equals(split)
 
-    from rocktokens.persistence import run_persistence
+    from rocktokens.geometry.persistence import run_persistence
 
     table, summary = run_persistence(tdir, groups, split, "opd-1", "opd-2", rocks_cfg)
     assert not set(table["token_id"]) & hk  # measured on the other split, where they never occur
@@ -262,9 +262,9 @@ def test_build_groups_selects_high_kl_on_the_early_scorer_only(tmp_path):
 
 
 def test_build_groups_ranks_the_rocks_by_R_ctx_when_it_is_in_force(tmp_path):
-    from rocktokens.aggregate import Aggregator
-    from rocktokens.rock_analysis import paired_losses, rock_scores
-    from rocktokens.rocks import top_k_ids
+    from rocktokens.tokens.aggregate import Aggregator
+    from rocktokens.rocks.analysis import paired_losses, rock_scores
+    from rocktokens.rocks.sets import top_k_ids
 
     tdir = _token_table(tmp_path)
     rocks_cfg = {"loss": "rkl", "score": "R_ctx", "control_tol": 0.5, "duckdb": {"threads": 1}, "context": {"w": 1}}
@@ -353,8 +353,8 @@ def test_persistence_table_and_summary():
 def test_figure3_and_probe_figure_write_pngs(tmp_path):
     from matplotlib.image import imread
 
-    from rocktokens.figures import FigureInputError
-    from rocktokens.figures_geometry import figure3, figure_optimizer_probe
+    from rocktokens.core.plotting import FigureInputError
+    from rocktokens.geometry.figures import figure3, figure_optimizer_probe
 
     rng = np.random.default_rng(0)
     grp = ["rock"] * 15 + ["high_kl"] * 15 + ["random"] * 15

@@ -1,4 +1,4 @@
-"""rocktokens.gpu_plan: its formulas against the real memory of tiny Qwen3 / Qwen3-MoE models on CPU, the paper plan
+"""rocktokens.workflow.gpu_plan: its formulas against the real memory of tiny Qwen3 / Qwen3-MoE models on CPU, the paper plan
 fits 80 GB H100s, oversized settings are refused at parse time naming the rule, and the embedded default never is."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import yaml
 from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-from rocktokens.gpu_plan import GPU_RULES, GpuPlanError, Shape, check_gpu_plan, gpu_plan, load_config, main
+from rocktokens.workflow.gpu_plan import GPU_RULES, GpuPlanError, Shape, check_gpu_plan, gpu_plan, load_config, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def paper():
 
 def test_paper_model_shapes(paper):
     plan = gpu_plan(paper, ["stage1_kd"])
-    from rocktokens.gpu_plan import model_shape
+    from rocktokens.workflow.gpu_plan import model_shape
 
     t, s = model_shape(paper, "teacher"), model_shape(paper, "student_base")
     assert round(t.params / 1e9, 1) == 30.5 and round(t.active_params / 1e9, 1) == 3.4

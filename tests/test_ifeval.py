@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from rocktokens.data.prepare import ifeval_checker
-from rocktokens.ifeval import IFEvalError, check_ifeval, follows, stage_nltk_data, use_nltk_data
-from rocktokens.world.checker import score
+from rocktokens.checking.ifeval import IFEvalError, check_ifeval, follows, stage_nltk_data, use_nltk_data
+from rocktokens.checking.checker import score
 
 # a google/IFEval-like row: instruction ids and kwargs as the hub stores them (every kwarg key, null when unused)
 ROW_IDS = ["punctuation:no_comma", "change_case:english_lowercase", "length_constraints:number_words",
@@ -44,7 +44,7 @@ def test_hub_checker_string_scores_prompt_level_strict():
 
 def test_import_never_downloads_on_an_offline_node(tmp_path):
     """lm-eval downloads punkt_tab when its IFEval code is imported; ours must not try (compute nodes are offline)."""
-    code = ("from rocktokens.ifeval import check_ifeval, has_punkt\n"
+    code = ("from rocktokens.checking.ifeval import check_ifeval, has_punkt\n"
             "import json\n"
             "print(check_ifeval('no commas here', json.dumps({'instruction_id_list': ['punctuation:no_comma'],"
             " 'kwargs': [{}]})), has_punkt())\n")
@@ -58,7 +58,7 @@ def test_import_never_downloads_on_an_offline_node(tmp_path):
 def test_sentence_counts_need_staged_punkt_tab(tmp_path):
     """Without punkt_tab: one clear error naming the staging rule; with a staged folder: the real count."""
     code = ("import json, sys\n"
-            "from rocktokens.ifeval import IFEvalError, check_ifeval, use_nltk_data\n"
+            "from rocktokens.checking.ifeval import IFEvalError, check_ifeval, use_nltk_data\n"
             "s = json.dumps({'instruction_id_list': ['length_constraints:number_sentences'],"
             " 'kwargs': [{'relation': 'less than', 'num_sentences': 3}]})\n"
             "try:\n    check_ifeval('One. Two.', s)\nexcept IFEvalError as e:\n    print('ERROR', e)\n"

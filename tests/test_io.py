@@ -1,11 +1,11 @@
-"""rocktokens.io: atomic writers."""
+"""rocktokens.core.io: atomic writers."""
 
 
 def test_atomic_file_gives_the_umask_mode_not_mkstemp_0600(tmp_path):
     import os
     import stat
 
-    from rocktokens.io import atomic_file
+    from rocktokens.core.io import atomic_file
 
     old = os.umask(0o022)
     try:

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from rocktokens import kl as klmod
-from rocktokens.kl import COLUMNS, score_many, score_sequences, to_frame
+from rocktokens.tokens import kl as klmod
+from rocktokens.tokens.kl import COLUMNS, score_many, score_sequences, to_frame
 from rocktokens.models import VocabMismatchError
-from rocktokens.training.batches import TokenSequence
+from rocktokens.core.sequences import TokenSequence
 
 V = 300
 
@@ -176,7 +176,7 @@ def test_compiled_matches_eager(models):
 def test_never_forms_full_logits(models, monkeypatch):
     """The output layer is applied to at most ``chunk`` positions at a time; lm_head.forward never runs."""
     rows_seen = []
-    real_project, real_base2 = klmod._project, klmod._project_base2
+    real_project, real_base2 = klmod.project, klmod._project_base2
 
     def spy(h, head, out):
         rows_seen.append((h.shape[0], tuple(out.shape)))
@@ -186,7 +186,7 @@ def test_never_forms_full_logits(models, monkeypatch):
         rows_seen.append((h.shape[0], tuple(out.shape)))
         return real_base2(h, head, m, out)
 
-    monkeypatch.setattr(klmod, "_project", spy)
+    monkeypatch.setattr(klmod, "project", spy)
     monkeypatch.setattr(klmod, "_project_base2", spy2)
     calls = []
     hooks = [m.get_output_embeddings().register_forward_hook(lambda *a: calls.append(1))
@@ -211,9 +211,9 @@ def test_large_logit_range_across_blocks_is_stable():
     w = torch.randn(40, 3, generator=g)
     w[35:] *= 80.0  # the last block's logits are ~80x larger: base-2 exponents far above 64
     labels = torch.tensor([0, 36, 39, 10])
-    got = klmod._streamed_columns(h, (w, None), h * 0.5, (w, None), labels, klmod._Workspace(4, 8))
+    got = klmod._streamed_columns(h, (w, None), h * 0.5, (w, None), labels, klmod.Workspace(4, 8))
     lps, lpt = torch.log_softmax((h @ w.t()).double(), -1), torch.log_softmax((0.5 * h @ w.t()).double(), -1)
-    from rocktokens.losses import entropy, reverse_kl
+    from rocktokens.core.losses import entropy, reverse_kl
 
     torch.testing.assert_close(got[3].double(), reverse_kl(lps, lpt), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got[5].double(), entropy(lps), rtol=1e-4, atol=1e-4)
@@ -231,15 +231,15 @@ def test_vocab_blocks_give_the_same_columns(models, block):
 
 
 def test_streamed_identities_equal_the_loss_functions():
-    """The entropy/KL identities used when streaming give the values of rocktokens.losses on the same logits."""
-    from rocktokens.losses import entropy, forward_kl, log_ratio, reverse_kl
+    """The entropy/KL identities used when streaming give the values of rocktokens.core.losses on the same logits."""
+    from rocktokens.core.losses import entropy, forward_kl, log_ratio, reverse_kl
 
     g = torch.Generator().manual_seed(3)
     hs, ht = torch.randn(6, 8, generator=g), torch.randn(6, 5, generator=g)
     ws_, wt = torch.randn(50, 8, generator=g) * 2, torch.randn(50, 5, generator=g) * 2
     bias = torch.randn(50, generator=g)
     labels = torch.randint(0, 50, (6,), generator=g)
-    ws = klmod._Workspace(6, 16)
+    ws = klmod.Workspace(6, 16)
     got = klmod._streamed_columns(hs, (ws_, bias), ht, (wt, None), labels, ws)
     lps, lpt = torch.log_softmax(hs @ ws_.t() + bias, -1), torch.log_softmax(ht @ wt.t(), -1)
     a, b = lps.gather(1, labels[:, None])[:, 0], lpt.gather(1, labels[:, None])[:, 0]

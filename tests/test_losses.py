@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rocktokens.losses import (
+from rocktokens.core.losses import (
     LossSpec,
     chunked_head_loss,
     entropy,

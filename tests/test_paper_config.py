@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from rocktokens.config import check_config, eval_checkpoints
+from rocktokens.workflow.config import check_config, eval_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper.yaml"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rocktokens.probe import (
+from rocktokens.geometry.probe import (
     PROBE_COLUMNS,
     OptimizerProbe,
     arm_table,
@@ -133,8 +133,8 @@ def test_every_state_roundtrip_and_bad_groups():
 
 
 def test_probe_inside_the_real_trainer(tmp_path):
-    from rocktokens.losses import LossSpec
-    from rocktokens.training.batches import TokenSequence
+    from rocktokens.core.losses import LossSpec
+    from rocktokens.core.sequences import TokenSequence
     from rocktokens.training.trainer import OptimConfig, Trainer
 
     model = _model(tie=True, seed=3)
@@ -211,8 +211,8 @@ def test_outcome_check_and_verdict_rule():
 
 
 def test_finding_markdown_states_the_verdict_and_rule():
-    from rocktokens.geometry import geometry_summary
-    from rocktokens.persistence import persistence_summary
+    from rocktokens.geometry.gradients import geometry_summary
+    from rocktokens.geometry.persistence import persistence_summary
 
     rng = np.random.default_rng(0)
     geo_t = pd.DataFrame({"token_id": range(30), "group": ["rock"] * 10 + ["high_kl"] * 10 + ["random"] * 10,

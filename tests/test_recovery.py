@@ -1,4 +1,4 @@
-"""Tests of the planted-role recovery (rocktokens.recovery): ids, BH, the table, confusion matrix, target, figure."""
+"""Tests of the planted-role recovery (rocktokens.recovery.planted): ids, BH, the table, confusion matrix, target, figure."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rocktokens.recovery import (
+from rocktokens.recovery.planted import (
     RecoveryInputError,
     bh_adjust,
     confusion,
@@ -21,7 +21,7 @@ from rocktokens.recovery import (
     summary_rows,
     target,
 )
-from rocktokens.stats import benjamini_hochberg
+from rocktokens.core.stats import benjamini_hochberg
 
 REPO = Path(__file__).resolve().parents[1]
 KO = {"benchmarks": ["math", "ifeval"], "epsilon": 0.01, "alpha": 0.05, "fdr_q": [0.05, 0.10]}
@@ -74,7 +74,7 @@ def _knockout():
                 rows.append({"benchmark": bench, "token_id": v, "policy": policy, "arm": str(v), "n_banned": 1,
                              "delta": d, "p": p, "ci_lo": d - 0.05, "ci_hi": d + 0.05})
     eff = pd.DataFrame(rows)
-    from rocktokens.knockout import categorize
+    from rocktokens.knockout.experiment import categorize
 
     eff2 = eff.assign(acc=0.5, baseline_acc=0.5)
     cats = categorize(eff2, cands, 0.01, 0.05)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rocktokens.rocks import (
+from rocktokens.rocks.sets import (
     ROCK_COLUMNS,
     SCORE_COLUMN,
     choose_K,
@@ -133,7 +133,7 @@ def test_R_and_R_ctx_rankings_differ_on_a_hand_made_table():
         assert rec["token_id"].tolist() == order and rec["rank"].tolist() == list(range(1, 7))
         assert rock_set(rec, 4)["token_id"].tolist() == order[:4]
         assert ranked(rec)["token_id"].tolist() == order
-        from rocktokens.knockout import screen_candidates
+        from rocktokens.knockout.experiment import screen_candidates
 
         cands = screen_candidates(rec, k_screen=5, core_k=2, vocab_size=10)
         assert cands["token_id"].tolist() == order[:5] and cands["in_core"].tolist() == [True] * 2 + [False] * 3
@@ -176,7 +176,7 @@ def _occurrence_table(tmp_path, n_problems=16, seed=0):
 
 
 def test_rock_analysis_ranks_every_artifact_by_the_score_in_force(tmp_path):
-    from rocktokens.rock_analysis import analyse
+    from rocktokens.rocks.analysis import analyse
 
     tdir = _occurrence_table(tmp_path)
     cfg = {"loss": "rkl", "Ks": [2, 4], "control_tol": 0.5, "control_strict": False,
@@ -207,7 +207,7 @@ def test_rock_analysis_ranks_every_artifact_by_the_score_in_force(tmp_path):
 def test_first_scorer_must_be_the_pre_opd_checkpoint():
     import yaml
 
-    from rocktokens.config import ConfigError, check_config
+    from rocktokens.workflow.config import ConfigError, check_config
 
     cfg = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "config.yaml"))
     check_config(cfg)
@@ -283,7 +283,7 @@ def test_controls_repair_when_nearest_matching_misses_the_total(caplog):
                        "freq": freq, "mean_loss": [1.0] * 10 + [0.01] * 22})
     ts["R"] = ts["freq"] * ts["mean_loss"]
     rocks = rock_set(ts, 10)
-    with caplog.at_level(logging.WARNING, logger="rocktokens.rocks"):
+    with caplog.at_level(logging.WARNING, logger="rocktokens.rocks.sets"):
         ctl = frequency_matched_controls(ts, rocks, seed=0)
     assert ctl.attrs["repaired_swaps"] >= 1 and "swaps" in caplog.text
     assert ctl["control_freq"].sum() == 3000 + 9 * 700
@@ -361,7 +361,7 @@ class _Corpus:
 
 def test_stability_is_deterministic_and_full_subset_is_exact(caplog):
     c = _Corpus()
-    with caplog.at_level(logging.WARNING, logger="rocktokens.rocks"):
+    with caplog.at_level(logging.WARNING, logger="rocktokens.rocks.sets"):
         s1 = stability(c, c.ids, Ks=[5, 20], ns=(10, 30, 60, 100), B=4, seed=11)
     assert "dropping n=[100]" in caplog.text
     assert sorted(s1["n"].unique()) == [10, 30, 60]

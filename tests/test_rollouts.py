@@ -80,7 +80,7 @@ def test_weight_stream_is_the_checkpoint_plus_a_tied_head(tiny_models, tmp_path)
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed")
 def test_vllm_rollouts_without_vllm_fail_clearly(tiny_models):
-    from rocktokens.training.entry import _backend_factory
+    from rocktokens.distill.entry import backend_factory as _backend_factory
     from rocktokens.training.stages import OPDConfig
 
     factory = _backend_factory(tiny_models["tokenizer"], OPDConfig(1, 1), {

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from rocktokens.sampling import accuracy_table, evaluate, merge_blocks, open_backend, prompt_block, teacher_samples
+from rocktokens.generation.sampling import accuracy_table, evaluate, merge_blocks, open_backend, prompt_block, teacher_samples
 
 
 def test_accuracy_table_on_hand_made_outputs():
@@ -63,7 +63,7 @@ class ScriptedBackend:
     it (encoding, decoding, answer checking), only the model is replaced."""
 
     def __init__(self, tokenizer, answers: dict[str, str]):
-        from rocktokens.training.stages import encode_prompt
+        from rocktokens.core.prompts import encode_prompt
 
         self.tok, self.vocab_size = tokenizer, len(tokenizer)
         self.by_prompt = {tuple(encode_prompt(tokenizer, p)): text for p, text in answers.items()}

@@ -30,7 +30,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from rocktokens.cluster import parse_time
+from rocktokens.workflow.cluster import parse_time
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
@@ -463,7 +463,7 @@ def test_paper_gpu_rules_request_h100s_on_one_node(tmp_path):
 
 
 def test_retry_asks_for_more_time_and_memory_capped():
-    from rocktokens.cluster import rule_resources
+    from rocktokens.workflow.cluster import rule_resources
 
     cfg = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
     res = rule_resources(cfg, "stage2_opd")
@@ -477,7 +477,7 @@ def test_retry_asks_for_more_time_and_memory_capped():
 
 
 def test_placement_from_config_then_environment():
-    from rocktokens.cluster import asks_for_gpus, placement
+    from rocktokens.workflow.cluster import asks_for_gpus, placement
 
     cfg = {"cluster": {"partition": "", "gpu_partition": "", "account": ""}}
     assert placement(cfg, True, {}) == {}
@@ -492,7 +492,7 @@ def test_placement_from_config_then_environment():
 
 
 def test_sinfo_parsing_and_checks_without_a_cluster():
-    from rocktokens.cluster import ClusterError, Request, SlurmInfo, check_slurm_requests, parse_gres, parse_time
+    from rocktokens.workflow.cluster import ClusterError, Request, SlurmInfo, check_slurm_requests, parse_gres, parse_time
 
     assert parse_gres("gpu:h100:4(S:0-1)") == {"h100": 4} and parse_gres("(null)") == {}
     assert parse_gres("gpu:8,shard:4") == {"": 8} and parse_gres("gpu:a100:2,gpu:h100:4") == {"a100": 2, "h100": 4}
@@ -516,7 +516,7 @@ def test_sinfo_parsing_and_checks_without_a_cluster():
 
 
 def test_gpu_layout_of_the_config_is_checked():
-    from rocktokens.cluster import ClusterError, check_parallelism
+    from rocktokens.workflow.cluster import ClusterError, check_parallelism
 
     cfg = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
     check_parallelism(cfg)

@@ -1,4 +1,4 @@
-"""rocktokens.stats: paired bootstrap, Eq. 22, census, multiple testing, sign test, correlations (Appendix D)."""
+"""rocktokens.core.stats: paired bootstrap, Eq. 22, census, multiple testing, sign test, correlations (Appendix D)."""
 import itertools
 
 import numpy as np
@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from rocktokens import stats as S
-
+from rocktokens.core import stats as S
 # A fixed example: 12 problems, m = 2 samples each -> differences in steps of 1/2.
 DIFFS = np.array([-1.0, -0.5, 0.0, 0.0, -0.5, 0.5, -1.0, 0.0, 0.0, -0.5, 0.0, 0.5])
 

@@ -1,11 +1,11 @@
-"""rocktokens.summary on small hand-made artifacts: every number is read from the files, the mapping is stated."""
+"""rocktokens.report.summary on small hand-made artifacts: every number is read from the files, the mapping is stated."""
 import json
 import math
 
 import pandas as pd
 import pytest
 
-from rocktokens.summary import PAPER, SummaryInputError, load_artifacts, summary_table, write_summary
+from rocktokens.report.summary import PAPER, SummaryInputError, load_artifacts, summary_table, write_summary
 
 
 def _tsv(df, path):

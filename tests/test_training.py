@@ -3,17 +3,17 @@ import pytest
 import torch
 
 from rocktokens.generation.base import GenerationBackend, GenerationResult
-from rocktokens.losses import LossSpec
+from rocktokens.core.losses import LossSpec
 from rocktokens.models import load_model
 from rocktokens.training.stages import (
     OPDConfig,
     Schedule,
     checkpoint_schedule,
-    encode_pair,
     offline_batch,
     rollout_step,
     run_offline,
 )
+from rocktokens.core.prompts import encode_pair
 from rocktokens.training.trainer import OptimConfig, Trainer
 
 

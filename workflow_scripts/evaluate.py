@@ -1,10 +1,10 @@
 """Rules evaluate / evaluate_arm / evaluate_arm_start: pass@1 samples of one checkpoint on one benchmark (thin)."""
 import torch
 
-from rocktokens.ifeval import use_nltk_data
-from rocktokens.io import read_parquet, setup_logging, write_parquet
+from rocktokens.checking.ifeval import use_nltk_data
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet
 from rocktokens.models import load_tokenizer
-from rocktokens.sampling import evaluate, open_backend
+from rocktokens.generation.sampling import evaluate, open_backend
 
 setup_logging(snakemake.log[0])
 use_nltk_data(getattr(snakemake.input, "nltk_data", None))  # hub IFEval: staged punkt_tab

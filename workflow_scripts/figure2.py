@@ -1,7 +1,7 @@
 """Rule figure2: the paper's Figure 2 from the rock-analysis artifacts (thin wrapper)."""
-from rocktokens.figures import figure2
-from rocktokens.io import read_json, read_parquet, setup_logging
-from rocktokens.rocks import rock_set
+from rocktokens.rocks.figures import figure2
+from rocktokens.core.io import read_json, read_parquet, setup_logging
+from rocktokens.rocks.sets import rock_set
 
 setup_logging(snakemake.log[0])
 stats = read_parquet(snakemake.input.stats, "token stats")

@@ -1,6 +1,6 @@
 """Rule figure4: sorted knockout effects per benchmark with the ε band and categories (thin wrapper)."""
-from rocktokens.figures_knockout import figure4
-from rocktokens.io import read_parquet, setup_logging
+from rocktokens.knockout.figures import figure4
+from rocktokens.core.io import read_parquet, setup_logging
 
 setup_logging(snakemake.log[0])
 ko = snakemake.params.ko

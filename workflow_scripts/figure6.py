@@ -1,6 +1,6 @@
 """Rule figure6: knockout Δ vs six predictors with Pearson r and p (thin wrapper)."""
-from rocktokens.figures_knockout import figure6
-from rocktokens.io import read_parquet, setup_logging
+from rocktokens.knockout.figures import figure6
+from rocktokens.core.io import read_parquet, setup_logging
 
 setup_logging(snakemake.log[0])
 figure6(read_parquet(snakemake.input.categories, "knockout categories"),

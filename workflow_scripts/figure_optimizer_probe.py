@@ -1,6 +1,6 @@
 """Rule figure_optimizer_probe: the optimizer-probe figure from the arms' artifacts (thin wrapper)."""
-from rocktokens.figures_geometry import figure_optimizer_probe
-from rocktokens.io import read_parquet, setup_logging
+from rocktokens.geometry.figures import figure_optimizer_probe
+from rocktokens.core.io import read_parquet, setup_logging
 
 setup_logging(snakemake.log[0])
 arms = snakemake.params.arms

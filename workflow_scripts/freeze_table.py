@@ -1,8 +1,8 @@
 """Rule freeze_table: pass@1 vs step per arm (hard benchmarks pooled, 95 % intervals) and per-arm shares (thin)."""
 import pandas as pd
 
-from rocktokens.freeze import freeze_tables
-from rocktokens.io import read_parquet, setup_logging, write_parquet, write_tsv
+from rocktokens.freeze.arms import freeze_tables
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet, write_tsv
 
 setup_logging(snakemake.log[0])
 start = pd.concat([read_parquet(p, "stage-1 evaluation") for p in snakemake.input.start], ignore_index=True)

@@ -1,6 +1,6 @@
 """Rule geometry_finding: the written finding (markdown) generated from the summaries (thin wrapper)."""
-from rocktokens.io import read_json, setup_logging, write_text
-from rocktokens.probe import finding_markdown
+from rocktokens.core.io import read_json, setup_logging, write_text
+from rocktokens.geometry.probe import finding_markdown
 
 setup_logging(snakemake.log[0])
 probe = read_json(snakemake.input.probe) if "probe" in snakemake.input.keys() else None

@@ -1,6 +1,6 @@
 """Rule geometry_groups: selection/measurement split and the three §2.6 groups (thin wrapper)."""
-from rocktokens.geometry import build_groups
-from rocktokens.io import read_json, setup_logging, write_json, write_parquet
+from rocktokens.geometry.gradients import build_groups
+from rocktokens.core.io import read_json, setup_logging, write_json, write_parquet
 
 setup_logging(snakemake.log[0])
 K = int(read_json(snakemake.input.chosen)["K"])

@@ -1,9 +1,9 @@
 """Rule gradient_geometry: ḡ_t, cos with G_balanced, Eq. 16 on the measurement split (thin wrapper)."""
 import torch
 
-from rocktokens.geometry import run_gradient_geometry
+from rocktokens.geometry.gradients import run_gradient_geometry
 from rocktokens.models import scoring_devices
-from rocktokens.io import read_json, read_parquet, setup_logging, write_json, write_parquet
+from rocktokens.core.io import read_json, read_parquet, setup_logging, write_json, write_parquet
 from rocktokens.models import load_model
 
 setup_logging(snakemake.log[0])

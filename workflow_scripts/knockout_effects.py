@@ -2,8 +2,8 @@
 (thin wrapper)."""
 import pandas as pd
 
-from rocktokens.io import read_parquet, setup_logging, write_parquet
-from rocktokens.knockout import categorize, effects
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet
+from rocktokens.knockout.experiment import categorize, effects
 
 setup_logging(snakemake.log[0])
 p = snakemake.params

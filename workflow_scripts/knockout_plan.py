@@ -1,7 +1,7 @@
 """Rule knockout_plan: the screening pool (top K_screen by R), W(v), the local bans and the arms of each shard
 (thin wrapper)."""
-from rocktokens.io import read_json, read_parquet, setup_logging, write_parquet
-from rocktokens.knockout import make_plan
+from rocktokens.core.io import read_json, read_parquet, setup_logging, write_parquet
+from rocktokens.knockout.experiment import make_plan
 from rocktokens.models import load_tokenizer
 
 setup_logging(snakemake.log[0])

@@ -1,7 +1,7 @@
 """Rule knockout_predictors: Table 1's nine predictors of each candidate (DuckDB over the token table; thin wrapper)."""
-from rocktokens.aggregate import Aggregator
-from rocktokens.io import read_parquet, setup_logging, write_parquet
-from rocktokens.knockout import predictors
+from rocktokens.tokens.aggregate import Aggregator
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet
+from rocktokens.knockout.experiment import predictors
 
 setup_logging(snakemake.log[0])
 rocks = snakemake.params.rocks

@@ -1,7 +1,7 @@
 """Rule knockout_tables: Table 1, and per census Table 2, cross-task agreement, sign tests; multiple testing per
 family; power (thin wrapper)."""
-from rocktokens.io import read_parquet, setup_logging, write_parquet, write_tsv
-from rocktokens.knockout import tables
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet, write_tsv
+from rocktokens.knockout.experiment import tables
 
 setup_logging(snakemake.log[0])
 p = snakemake.params

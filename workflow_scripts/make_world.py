@@ -3,7 +3,7 @@ import logging
 
 import pandas as pd
 
-from rocktokens.io import setup_logging, write_parquet
+from rocktokens.core.io import setup_logging, write_parquet
 from rocktokens.world import SPLITS, all_texts, make_world
 
 setup_logging(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Rule optimizer_probe: mechanism + outcome checks of the optimizer-suppression hypothesis (thin wrapper)."""
-from rocktokens.io import read_parquet, setup_logging, write_json, write_parquet
-from rocktokens.probe import run_probe_analysis
+from rocktokens.core.io import read_parquet, setup_logging, write_json, write_parquet
+from rocktokens.geometry.probe import run_probe_analysis
 
 setup_logging(snakemake.log[0])
 p = snakemake.params

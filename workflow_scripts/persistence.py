@@ -1,6 +1,6 @@
 """Rule persistence: per-token KL at the early and late checkpoint, Wilcoxon per group (thin wrapper)."""
-from rocktokens.io import read_parquet, setup_logging, write_json, write_parquet
-from rocktokens.persistence import run_persistence
+from rocktokens.core.io import read_parquet, setup_logging, write_json, write_parquet
+from rocktokens.geometry.persistence import run_persistence
 
 setup_logging(snakemake.log[0])
 p = snakemake.params

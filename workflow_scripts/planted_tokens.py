@@ -1,8 +1,8 @@
 """Rule planted_tokens: the world's planted token types with their compact and Qwen3 ids (thin wrapper)."""
 import pandas as pd
 
-from rocktokens.io import setup_logging, write_parquet
-from rocktokens.recovery import planted_table
+from rocktokens.core.io import setup_logging, write_parquet
+from rocktokens.recovery.planted import planted_table
 from rocktokens.tokenizer import ID_MAP_FILE
 from rocktokens.world.generator import planted_words
 

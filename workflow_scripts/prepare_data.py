@@ -7,7 +7,7 @@ likewise (or, without adapter fields, validated as already in the schema). Thin 
 :mod:`rocktokens.data.prepare`.
 """
 from rocktokens.data import prepare, read_dataset_file, validate_prepared
-from rocktokens.io import read_parquet, setup_logging, write_parquet
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet
 
 log = setup_logging(snakemake.log[0])  # noqa: F821
 name = snakemake.wildcards.dataset  # noqa: F821

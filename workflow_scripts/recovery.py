@@ -1,8 +1,8 @@
 """Rule recovery: planted roles vs the knockout census, confusion matrix, target and figure (thin wrapper)."""
 import pandas as pd
 
-from rocktokens.io import setup_logging, write_json, write_parquet, write_tsv
-from rocktokens.recovery import plot_recovery, run
+from rocktokens.core.io import setup_logging, write_json, write_parquet, write_tsv
+from rocktokens.recovery.planted import plot_recovery, run
 
 log = setup_logging(snakemake.log[0])
 inp, out = snakemake.input, snakemake.output

@@ -1,6 +1,6 @@
 """Rule rock_analysis: rock scores, context consistency, stability, K, rock sets and controls (thin wrapper)."""
-from rocktokens.io import setup_logging, write_json, write_parquet
-from rocktokens.rock_analysis import analyse
+from rocktokens.core.io import setup_logging, write_json, write_parquet
+from rocktokens.rocks.analysis import analyse
 
 setup_logging(snakemake.log[0])
 out = analyse(snakemake.input.tokens, snakemake.params.cfg, snakemake.params.pre, snakemake.params.post,

@@ -1,9 +1,9 @@
 """Rule rollouts: one checkpoint's trajectories on the analysis benchmark (thin wrapper)."""
 import torch
 
-from rocktokens.io import read_parquet, setup_logging, write_parquet
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet
 from rocktokens.models import load_tokenizer
-from rocktokens.sampling import open_backend, rollouts
+from rocktokens.generation.sampling import open_backend, rollouts
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

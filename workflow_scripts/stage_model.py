@@ -3,7 +3,7 @@ revision into resources/models/<role>. Needs network (a localrule); fails with o
 without it. Thin wrapper over :func:`rocktokens.data.hub.stage_model`.
 """
 from rocktokens.data.hub import stage_model
-from rocktokens.io import setup_logging
+from rocktokens.core.io import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821
 stage_model(snakemake.params.hub_id, snakemake.params.revision, snakemake.output[0])  # noqa: F821

@@ -1,9 +1,9 @@
 """Rule teacher_samples: the teacher answers one block of the stage-1 prompts (thin wrapper)."""
 import torch
 
-from rocktokens.io import read_parquet, setup_logging, write_parquet
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet
 from rocktokens.models import load_tokenizer
-from rocktokens.sampling import open_backend, prompt_block, teacher_samples
+from rocktokens.generation.sampling import open_backend, prompt_block, teacher_samples
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

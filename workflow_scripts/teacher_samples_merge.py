@@ -1,6 +1,6 @@
 """Rule teacher_samples_merge: the teacher-sample blocks in prompt order, each prompt once (thin wrapper)."""
-from rocktokens.io import read_parquet, setup_logging, write_parquet
-from rocktokens.sampling import merge_blocks
+from rocktokens.core.io import read_parquet, setup_logging, write_parquet
+from rocktokens.generation.sampling import merge_blocks
 
 setup_logging(snakemake.log[0])
 blocks = [read_parquet(p, "teacher-sample block") for p in snakemake.input.parts]

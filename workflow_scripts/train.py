@@ -1,13 +1,16 @@
-"""Entry point of the training rules (pretrain | stage1 | stage2).
+"""Entry point of the training rules (pretrain | stage1 | stage2 | opd_arm).
 
 Launched by Snakemake's `shell:` with `python` (CPU) or `accelerate launch ...` (multi-GPU), so it takes
-arguments instead of the `snakemake` object. All logic lives in rocktokens.training.entry.
+arguments instead of the `snakemake` object. All logic lives in rocktokens.distill.entry and rocktokens.freeze.run (the arms).
 """
 import argparse
 import json
 
-from rocktokens.io import setup_logging
-from rocktokens.training.entry import STAGES
+from rocktokens.core.io import setup_logging
+from rocktokens.distill.entry import STAGES as DISTILL_STAGES
+from rocktokens.freeze.run import opd_arm
+
+STAGES = {**DISTILL_STAGES, "opd_arm": opd_arm}
 
 
 def _pairs(items):

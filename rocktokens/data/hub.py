@@ -159,7 +159,7 @@ def check_model_dir(path, hub_id: str = "") -> None:
 
 
 def _matches(example: dict, flt: dict) -> bool:
-    from rocktokens.data.prepare import _matches as match, get_field
+    from rocktokens.data.prepare import matches as match, get_field
 
     for key, want in flt.items():
         try:
@@ -202,7 +202,7 @@ def stage_dataset(spec: dict[str, Any], out_path, name: str = "") -> Path:
     if stop is not None and len(rows) < int(stop) - start:
         log.warning("dataset %s: only %d rows in [%s:%s] (source exhausted)", label, len(rows), start, stop)
     out = Path(out_path)
-    from rocktokens.io import atomic_file
+    from rocktokens.core.io import atomic_file
 
     with atomic_file(out) as tmp:
         table = ds_lib.Dataset.from_list(rows, features=features) if features is not None else ds_lib.Dataset.from_list(rows)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rocktokens.world.checker import last_boxed  # the one \boxed{} reader, shared with answer checking
+from rocktokens.checking.checker import last_boxed  # the one \boxed{} reader, shared with answer checking
 
 COLUMNS = ["id", "prompt", "answer", "checker"]
 #: Datasets that are training prompts (no gold answer needed); every other name is a benchmark.
@@ -138,9 +138,9 @@ def ifeval_checker(instruction_id_list: Any, kwargs: Any) -> str:
 # normalise (hub data) and validate (both scales)
 
 
-def _matches(value: Any, want: Any) -> bool:
+def matches(value: Any, want: Any) -> bool:
     if isinstance(want, (list, tuple)):
-        return any(_matches(value, w) for w in want)
+        return any(matches(value, w) for w in want)
     if isinstance(value, np.generic):
         value = value.item()
     return value == want
@@ -201,7 +201,7 @@ def normalise(raw: pd.DataFrame, spec: dict, name: str) -> pd.DataFrame:
 
     flt = spec.get("filter") or {}
     if flt:
-        records = [r for i, r in enumerate(records) if all(_matches(field(r, k, i), v) for k, v in flt.items())]
+        records = [r for i, r in enumerate(records) if all(matches(field(r, k, i), v) for k, v in flt.items())]
 
     start = int(spec.get("start", 0))
     out, unboxed = [], []

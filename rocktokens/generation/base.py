@@ -70,10 +70,10 @@ class SamplingParams:
     max_new_tokens: int = 256
 
 
-#: A left-context position before the response's first token: the sentinel of ``rocktokens.context.PAD``.
+#: A left-context position before the response's first token: the sentinel of ``rocktokens.rocks.context.PAD``.
 PAD = -1
-LOCAL_SIMILARITIES = ("positional", "bag")  # as rocktokens.context.SIMILARITIES
-LOCAL_PAD_POLICIES = ("never", "equal")  # as rocktokens.context.PAD_POLICIES
+LOCAL_SIMILARITIES = ("positional", "bag")  # as rocktokens.rocks.context.SIMILARITIES
+LOCAL_PAD_POLICIES = ("never", "equal")  # as rocktokens.rocks.context.PAD_POLICIES
 
 
 def _int_tuple(xs, what: str, lo: int) -> tuple[int, ...]:
@@ -94,12 +94,12 @@ class LocalBan:
     min_matches: m, the least number of agreeing elements for a live left context to match a stored one (0 ≤ m ≤ w).
     reach:       r ≥ 0, the steps the ban stays active after a step whose left context matched.
     similarity:  ``"positional"`` (agreement = offsets holding the same id) or ``"bag"`` (size of the multiset
-                 intersection) -- Eq. 8's two similarities (``rocktokens.context``), on w elements.
+                 intersection) -- Eq. 8's two similarities (``rocktokens.rocks.context``), on w elements.
     pad_policy:  ``"never"`` (a PAD agrees with nothing) or ``"equal"`` (PAD is an ordinary symbol), as there.
 
     **The rule.** Let y_0 … y_{t−1} be the tokens generated so far. The prompt is *not* part of them: the live
     left context of step s is (y_{s−w}, …, y_{s−1}) with PAD where s − j < 0 -- how the stored contexts treat
-    positions before the response (they come from responses, ``rocktokens.context.context_windows``). Step s
+    positions before the response (they come from responses, ``rocktokens.rocks.context.context_windows``). Step s
     *matches* iff its live left context agrees with at least one stored context on ≥ m elements. The ban is
     **active at step t iff some step s ∈ [t − r, t] matches**: from the step at which a stored context is
     recognised (the step that would emit the token those contexts surround) through the r steps after it.
@@ -107,7 +107,7 @@ class LocalBan:
     The match test is exact and does not loop over the stored contexts: two contexts agree on ≥ m elements iff
     they share a size-m sub-pattern (positional: the ids at one m-subset of offsets; bag: one sub-multiset of size
     m), so the stored contexts are indexed once by their sub-patterns (:attr:`keys`) and a live context is looked
-    up with C(w, m) probes (``rocktokens.windows.ContextIndex`` does the same for whole windows). No stored
+    up with C(w, m) probes (``rocktokens.rocks.windows.ContextIndex`` does the same for whole windows). No stored
     context: never active; m = 0: always active.
     """
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rocktokens.io import atomic_dir
+from rocktokens.core.io import atomic_dir
 
 
 class VocabMismatchError(ValueError):
@@ -80,7 +80,7 @@ def load_model(path, dtype: str = "float32", device: str | torch.device = "cpu")
 def scoring_devices(n_students: int) -> tuple[str, list[str]]:
     """Where a scoring job puts its models: the teacher alone on the first GPU, the students round-robin over the
     others (all on the one GPU when there is one; CPU without GPUs). Teacher-forced scoring moves each chunk's
-    hidden states to the other model's device (``rocktokens.kl``), so any placement gives the same numbers."""
+    hidden states to the other model's device (``rocktokens.tokens.kl``), so any placement gives the same numbers."""
     if not torch.cuda.is_available():
         return "cpu", ["cpu"] * n_students
     n = torch.cuda.device_count()

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rocktokens.io import write_json
+from rocktokens.core.io import write_json
 
 from .qwen3 import atomic_directory
 

@@ -32,8 +32,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from rocktokens.io import atomic_dir as atomic_directory  # re-exported for the compact builder
-from rocktokens.io import write_json
+from rocktokens.core.io import atomic_dir as atomic_directory  # re-exported for the compact builder
+from rocktokens.core.io import write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Resumable trainers: toy-model pretraining, stage-1 off-policy KD and stage-2 on-policy distillation."""
+"""Layer 1: the trainer (FSDP2, chunked head loss, resumable state) and the offline / OPD loops that drive it."""

@@ -19,38 +19,13 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from rocktokens.seeding import derive_seed, permutation
-from rocktokens.training.batches import TokenSequence
+from rocktokens.core.seeding import derive_seed, permutation
+from rocktokens.core.sequences import TokenSequence
 from rocktokens.training.trainer import Trainer, publish
 
 log = logging.getLogger("rocktokens.stages")
 # Trainer.update statistics only the detailed (arm) histories keep: timings are not reproducible across reruns.
 DETAIL_KEYS = ("lr_used", "update_s", "instrument_s", "update_norm")
-
-
-# ----------------------------------------------------------------------------- encoding
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """Chat-format one user turn (thinking disabled) and tokenize it, ending with the assistant header."""
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, enable_thinking=False
-    )
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return list(ids)
-
-
-def eos_id(tokenizer) -> int:
-    return tokenizer.convert_tokens_to_ids("<|im_end|>")
-
-
-def stop_ids(tokenizer) -> list[int]:
-    return sorted({eos_id(tokenizer), tokenizer.convert_tokens_to_ids("<|endoftext|>")})
-
-
-def encode_pair(tokenizer, prompt: str, response: str) -> TokenSequence:
-    p = encode_prompt(tokenizer, prompt)
-    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos_id(tokenizer)]
-    return TokenSequence(ids=p + r, prompt_len=len(p))
 
 
 # ----------------------------------------------------------------------------- offline stages

@@ -5,7 +5,7 @@ Runs under ``accelerate`` (one CPU process in the embedded world; multi-GPU at p
 run continue from its last save and end with the same weights as an uninterrupted run: every random choice
 the drivers make is a pure function of ``(seed, step)``, so nothing depends on how often the run was restarted.
 
-Optimizer probe protocol (used by the freeze/optimizer arms, ``rocktokens.probe``): a ``probe`` object given to
+Optimizer probe protocol (used by the freeze/optimizer arms, ``rocktokens.geometry.probe``): a ``probe`` object given to
 the trainer has ``before_step(trainer)`` — called after gradient clipping and before ``opt.step()`` (gradients
 present, parameters not yet updated) — and ``after_step(trainer)`` — called right after ``opt.step()``, before
 ``zero_grad``. During both calls ``trainer.updates`` is the number of updates completed *before* this one (the
@@ -26,10 +26,10 @@ from typing import Sequence
 
 import torch
 
-from rocktokens.io import atomic_file
-from rocktokens.losses import LossSpec, chunked_head_loss
+from rocktokens.core.io import atomic_file
+from rocktokens.core.losses import LossSpec, chunked_head_loss
 from rocktokens.models import final_hidden, output_weight, save_checkpoint
-from rocktokens.training.batches import TokenSequence, collate, split_micro_batches
+from rocktokens.core.sequences import TokenSequence, collate, split_micro_batches
 
 log = logging.getLogger("rocktokens.trainer")
 
@@ -311,7 +311,7 @@ class _null:
 
 def publish(src_dir, out_dir) -> None:
     """Place a finished checkpoint at its output path (hard links when possible; atomic)."""
-    from rocktokens.io import atomic_dir
+    from rocktokens.core.io import atomic_dir
 
     src = Path(src_dir)
     with atomic_dir(out_dir) as tmp:

@@ -13,7 +13,7 @@ Public API:
   :data:`INSTRUCTION_RULES`
 """
 
-from rocktokens.world.checker import (
+from rocktokens.checking.checker import (
     INSTRUCTION_RULES,
     check_instruction,
     check_math,

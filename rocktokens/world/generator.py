@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rocktokens.world.checker import INSTRUCTION_RULES
+from rocktokens.checking.checker import INSTRUCTION_RULES
 from rocktokens.world.styles import (
     NEUTRAL_CONNECTIVES,
     NEUTRAL_OPENERS,

@@ -1,0 +1,2 @@
+"""Stage ``rules/report.smk``: the summary table (this run beside the paper).
+"""
