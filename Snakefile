@@ -41,7 +41,7 @@ rule all:
         rules.accuracy_table.output,
         rules.distillation.output,
         rules.figure2.output,
-        rules.rock_analysis.output,
+        rules.rock_scores.output, rules.rock_stability.output, rules.rock_set_R.output,
         GEOMETRY_TARGETS,
         *([rules.figure5.output, rules.freeze_table.output] if FREEZE_ON else []),
         rules.knockout_tables.output, rules.figure4.output, rules.figure6.output,

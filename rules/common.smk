@@ -5,6 +5,7 @@ import sys
 
 from snakemake.utils import validate
 
+from rocktokens.core.naming import opd_names
 from rocktokens.workflow import byo
 from rocktokens.workflow.config import check_config, eval_checkpoints, scorer_checkpoints
 
@@ -24,12 +25,21 @@ TRAIN = f"{workflow.basedir}/workflow_scripts/train.py"  # shell-launched (pytho
 CPU_ENV = f"{workflow.basedir}/envs/cpu.yaml"
 GPU_ENV = CPU_ENV if WORLD else f"{workflow.basedir}/envs/gpu.yaml"
 C = config["stage2"]["n_checkpoints"]
-OPD_CKPTS = [f"opd-{k}" for k in range(1, C + 1)]
+OPD_CKPTS = opd_names(C)
 # every checkpoint of the run (source checkpoints: the student base only when it is given)
 ALL_CKPTS = list(byo.checkpoint_dirs(config)) if BYO else ["teacher", "student_base", "stage1", *OPD_CKPTS]
 DATASETS = ["stage1_prompts", "stage2_prompts", *config["benchmarks"]]
 SCORERS = scorer_checkpoints(config)  # pre-OPD first
 POST_OPD = OPD_CKPTS[-1]  # the final OPD checkpoint: its trajectories are the analysis corpus
+
+
+def pick(section, *keys):
+    """The settings ``keys`` of config ``section`` (those present): what one rule reads of a section, as its params,
+    so that a setting the rule does not read never reruns it."""
+    return {k: config[section][k] for k in keys if k in config[section]}
+
+
+SAMPLING = ("temperature", "top_p", "max_new_tokens")  # what a sampling section holds for generation
 
 
 def model_dir(role):

@@ -15,7 +15,7 @@ rule teacher_samples:
     output:
         f"{R}/distill/teacher_samples/{{part}}.parquet",
     params:
-        sampling=config["teacher_samples"],
+        sampling=pick("teacher_samples", *SAMPLING, "shards"),
         generation=config["generation"],
         seed=config["seed"],
         part=lambda w: TS_PARTS.index(w.part),

@@ -13,7 +13,7 @@ rule evaluate:
     output:
         f"{R}/eval/{{ckpt}}/{{bench}}.parquet",
     params:
-        eval=config["evaluate"],
+        eval=pick("evaluate", "k", *SAMPLING),
         generation=config["generation"],
         seed=config["seed"],
         name=lambda w: w.ckpt,
@@ -67,6 +67,7 @@ rule distillation:
         summary=f"{R}/eval/distillation.json",
         figure=report(f"{R}/figures/distillation.png", caption="../report/distillation.rst", category="Distillation"),
     params:
+        dpi=config["figures"]["dpi"],
         benchmark=config["distillation"]["benchmark"],
         n_resamples=config["distillation"]["bootstrap_resamples"],
         seed=config["seed"],

@@ -3,12 +3,13 @@
 import re
 import shlex
 
-from rocktokens.freeze.arms import arm_freeze_settings, arm_inputs, check_freeze_config, probe_settings
+from rocktokens.freeze.arms import arm_freeze_settings, arm_inputs, check_freeze_config, frozen_set, probe_settings
 
 ARMS = check_freeze_config(config)  # name -> ArmSpec; fails at parse time naming the bad key
 FZ = config["freeze"]
-ARM_CKPTS = [f"opd-{k}" for k in range(1, FZ["n_checkpoints"] + 1)]
-ARM_EVAL = {**config["evaluate"], "k": FZ["eval"]["k"], "benchmarks": FZ["eval"]["benchmarks"]}
+FROZEN_SET = frozen_set(FZ["K"], rules.rock_set_R.output, R)  # the rock set R, or freeze.K's own set
+ARM_CKPTS = opd_names(FZ["n_checkpoints"])
+ARM_EVAL = {**pick("evaluate", *SAMPLING), "k": FZ["eval"]["k"]}  # what evaluate_arm reads
 
 
 wildcard_constraints:
@@ -20,7 +21,7 @@ wildcard_constraints:
 # random windows), optimizer and probe; same prompts, order and rollout seeds in every arm; resumable from its state.
 rule opd_arm:
     input:
-        unpack(lambda w: arm_inputs(ARMS[w.arm], rules.rock_analysis.output, config["rocks"]["Ks"], R)),
+        unpack(lambda w: arm_inputs(ARMS[w.arm], FROZEN_SET, rules.rock_scores.output, R)),
         student=rules.stage1_kd.output.model,
         teacher=model_dir("teacher"),
         tokenizer=tokenizer_dir(),
@@ -31,7 +32,9 @@ rule opd_arm:
         probe=f"{R}/arms/{{arm}}/probe.parquet",
         arm=f"{R}/arms/{{arm}}/arm.json",
     params:
-        spec=lambda w: json.dumps({"stage2": config["stage2"], "freeze": arm_freeze_settings(ARMS[w.arm], FZ),
+        # stage 2's settings but its checkpoint count (the arms checkpoint at freeze.n_checkpoints)
+        spec=lambda w: json.dumps({"stage2": {k: v for k, v in config["stage2"].items() if k != "n_checkpoints"},
+                                   "freeze": arm_freeze_settings(ARMS[w.arm], FZ),
                                    "arm": ARMS[w.arm].to_dict(),
                                    "probe": probe_settings(ARMS[w.arm], config),
                                    "seed": config["seed"], "threads": config["threads"],
@@ -54,8 +57,9 @@ rule opd_arm:
                     " --output {params.outputs} --state {params.state:q} --log {log:q}")
 
 
-# pass@1 samples (freeze.eval.k seeds per problem) of one arm checkpoint on one hard benchmark.
-rule evaluate_arm:
+# pass@1 samples (freeze.eval.k seeds per problem) of one arm checkpoint on one hard benchmark: rule evaluate
+# (rules/evaluate.smk) on the arm's checkpoint, with the arm evaluation's k.
+use rule evaluate as evaluate_arm with:
     input:
         unpack(lambda w: nltk_input(w.bench)),
         model=f"{R}/arms/{{arm}}/{{point}}",
@@ -74,17 +78,12 @@ rule evaluate_arm:
         f"{R}/benchmarks/arms/evaluate/{{arm}}/{{point}}/{{bench}}.tsv"
     wildcard_constraints:
         bench="|".join(FZ["eval"]["benchmarks"]),
-    threads: config["threads"]
     resources:
         **res("evaluate_arm"),
-    conda:
-        GPU_ENV
-    script:
-        "../workflow_scripts/evaluate.py"
 
 
 # The common start of every arm (step 0): the stage-1 checkpoint under the same evaluation settings.
-rule evaluate_arm_start:
+use rule evaluate_arm as evaluate_arm_start with:
     input:
         unpack(lambda w: nltk_input(w.bench)),
         model=rules.stage1_kd.output.model,
@@ -101,15 +100,6 @@ rule evaluate_arm_start:
         f"{R}/logs/arms/evaluate/stage1/{{bench}}.log",
     benchmark:
         f"{R}/benchmarks/arms/evaluate/stage1/{{bench}}.tsv"
-    wildcard_constraints:
-        bench="|".join(FZ["eval"]["benchmarks"]),
-    threads: config["threads"]
-    resources:
-        **res("evaluate_arm"),
-    conda:
-        GPU_ENV
-    script:
-        "../workflow_scripts/evaluate.py"
 
 
 # pass@1 vs step per arm pooled over the hard benchmarks (95 % intervals over problems), and per arm the mean masked
@@ -147,6 +137,7 @@ rule figure5:
     output:
         report(f"{R}/figures/figure5.png", caption="../report/figure5.rst", category="Rock freeze"),
     params:
+        dpi=config["figures"]["dpi"],
         arms=list(ARMS),
     log:
         f"{R}/logs/figure5.log",

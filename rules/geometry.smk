@@ -16,14 +16,15 @@ ARM_FINAL = {a: f"{R}/arms/{a}/{ARM_CKPTS[-1]}" for a in PROBE_ARMS}
 rule geometry_groups:
     input:
         tokens=rules.token_kl.output[0],
-        chosen=rules.rock_analysis.output.chosen,
+        record=rules.rock_set_R.output.record,
     output:
         split=f"{R}/geometry/split.parquet",
         groups=f"{R}/geometry/groups.parquet",
         info=f"{R}/geometry/groups.json",
     params:
         cfg={"selection_fraction": GEO_CFG["selection_fraction"], "high_kl": GEO_CFG["high_kl"]},
-        rocks={k: config["rocks"][k] for k in ("loss", "score", "control_tol", "context", "duckdb")},
+        rocks=pick("rocks", "loss", "score", "control_tol", "duckdb",
+                   *(["context"] if config["rocks"]["score"] == "R_ctx" else [])),
         high_kl_scorer=GEO["high_kl_scorer"],
         pre=SCORERS[0],
         post=POST_OPD,
@@ -55,8 +56,8 @@ rule gradient_geometry:
         summary=f"{R}/geometry/gradients.json",
     params:
         checkpoint=GEO["checkpoint"],
-        tokens=config["tokens"],
-        rocks=config["rocks"],
+        tokens=pick("tokens", "chunk", "batch_size", "vocab_block", "compiled"),
+        rocks=pick("rocks", "loss", "duckdb"),
         temperature=config["stage2"]["temperature"],
         dtype=config["training"].get("dtype", "float32"),
     log:
@@ -84,7 +85,7 @@ rule persistence:
     params:
         early=GEO["early"],
         late=GEO["late"],
-        rocks=config["rocks"],
+        rocks=pick("rocks", "loss", "duckdb"),
     log:
         f"{R}/logs/persistence.log",
     benchmark:
@@ -104,6 +105,7 @@ rule figure3:
     output:
         report(f"{R}/figures/figure3.png", caption="../report/figure3.rst", category="Gradient geometry"),
     params:
+        dpi=config["figures"]["dpi"],
         early=GEO["early"],
         late=GEO["late"],
     log:
@@ -126,7 +128,7 @@ rule arm_kl:
         directory(f"{R}/geometry/arm_tokens"),
     params:
         arms=PROBE_ARMS,
-        tokens=config["tokens"],
+        tokens=pick("tokens", "chunk", "batch_size", "vocab_block", "compiled"),
         dtype=config["training"].get("dtype", "float32"),
     log:
         f"{R}/logs/arm_kl.log",
@@ -157,7 +159,7 @@ rule optimizer_probe:
         start=SCORERS[0],
         reference=GEO_CFG["probe"]["reference"],
         alpha=GEO_CFG["alpha"],
-        rocks=config["rocks"],
+        rocks=pick("rocks", "loss", "duckdb"),
     log:
         f"{R}/logs/optimizer_probe.log",
     benchmark:
@@ -179,6 +181,7 @@ rule figure_optimizer_probe:
         report(f"{R}/figures/optimizer_probe.png", caption="../report/optimizer_probe.rst",
                category="Gradient geometry"),
     params:
+        dpi=config["figures"]["dpi"],
         arms=PROBE_ARMS,
     log:
         f"{R}/logs/figure_optimizer_probe.log",

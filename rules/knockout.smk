@@ -19,16 +19,15 @@ KO_GENERATION = {k: KO[k] for k in ("n_problems", "samples", "temperature", "top
 # tokenizer's vocabulary.
 rule knockout_plan:
     input:
-        stats=rules.rock_analysis.output.stats,
-        windows=rules.rock_analysis.output.windows,
-        chosen=rules.rock_analysis.output.chosen,
+        stats=rules.rock_scores.output.stats,
+        windows=rules.rock_scores.output.windows,
+        info=rules.rock_scores.output.info,
         tokenizer=tokenizer_dir(),
     output:
         candidates=f"{R}/knockout/candidates.parquet",
         plan=f"{R}/knockout/plan.parquet",
     params:
         k_screen=KO["k_screen"],
-        core_K=KO["core_K"],
         shard_size=KO["shard_size"],
         window_min_share=KO["window_min_share"],
         policies=KO["policies"],
@@ -81,6 +80,8 @@ rule knockout_effects:
         shards=expand(f"{R}/knockout/shards/{{kbench}}/{{shard}}.parquet", kbench=KO["benchmarks"], shard=KO_SHARDS),
         plan=rules.knockout_plan.output.plan,
         candidates=rules.knockout_plan.output.candidates,
+        # the core is knockout.core_K, or the rock set R's K (rocks/R.json) when it is null
+        **({"rocks": rules.rock_set_R.output.record} if KO["core_K"] is None else {}),
     output:
         effects=f"{R}/knockout/effects.parquet",
         categories=f"{R}/knockout/categories.parquet",
@@ -88,6 +89,7 @@ rule knockout_effects:
         bootstrap_resamples=KO["bootstrap_resamples"],
         epsilon=KO["epsilon"],
         alpha=KO["alpha"],
+        core_K=KO["core_K"],
         seed=config["seed"],
     log:
         f"{R}/logs/knockout/effects.log",
@@ -103,13 +105,13 @@ rule knockout_effects:
 rule knockout_predictors:
     input:
         tokens=rules.token_kl.output[0],
-        stats=rules.rock_analysis.output.stats,
+        stats=rules.rock_scores.output.stats,
         candidates=rules.knockout_plan.output.candidates,
     output:
         f"{R}/knockout/predictors.parquet",
     params:
         pre=SCORERS[0],
-        rocks=config["rocks"],
+        rocks=pick("rocks", "loss", "duckdb"),
     log:
         f"{R}/logs/knockout/predictors.log",
     benchmark:
@@ -159,6 +161,7 @@ rule figure4:
     output:
         report(f"{R}/figures/figure4.png", caption="../report/figure4.rst", category="Knockout"),
     params:
+        dpi=config["figures"]["dpi"],
         ko={"epsilon": KO["epsilon"], "benchmarks": KO["benchmarks"]},
     log:
         f"{R}/logs/figure4.log",
@@ -176,6 +179,7 @@ rule figure6:
     output:
         report(f"{R}/figures/figure6.png", caption="../report/figure6.rst", category="Knockout"),
     params:
+        dpi=config["figures"]["dpi"],
         benchmark=KO["benchmarks"][0],
     log:
         f"{R}/logs/figure6.log",

@@ -17,6 +17,7 @@ if WORLD:
             summary=f"{R}/recovery/summary.json",
             figure=report(f"{R}/figures/recovery.png", caption="../report/recovery.rst", category="Planted roles"),
         params:
+            dpi=config["figures"]["dpi"],
             ko={k: KO[k] for k in ("benchmarks", "epsilon", "alpha", "fdr_q")},
         log:
             f"{R}/logs/recovery.log",

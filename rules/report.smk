@@ -6,7 +6,7 @@
 # summary.md / .tsv / .parquet / .html (the html is the report's rendering); rocktokens/report/summary.py holds the logic.
 rule summary:
     input:
-        chosen=rules.rock_analysis.output.chosen,
+        rocks=rules.rock_set_R.output.record,
         gradients=rules.gradient_geometry.output.summary,
         persistence=rules.persistence.output.summary,
         table1=rules.knockout_tables.output.table1,

@@ -10,7 +10,7 @@ rule rollouts:
     output:
         f"{R}/tokens/rollouts/{{ckpt}}.parquet",
     params:
-        cfg=config["tokens"],
+        cfg=pick("tokens", "benchmark", "n_problems", "samples_per_problem", *SAMPLING),
         generation=config["generation"],
         seed=config["seed"],
     log:
@@ -37,7 +37,7 @@ rule token_kl:
     output:
         directory(f"{R}/tokens/kl"),
     params:
-        cfg=config["tokens"],
+        cfg=pick("tokens", "chunk", "batch_size", "vocab_block", "compiled"),
         scorers=SCORERS,
         dtype=config["training"].get("dtype", "float32"),
     log:

@@ -1,4 +1,9 @@
-"""Shared fixtures: the smoke DAG, run once per test session through the real Snakemake CLI."""
+"""Shared fixtures: the smoke DAG, run once per test session through the real Snakemake CLI; the real Qwen3
+tokenizer, built once per session; a tiny world and tiny models on top of it.
+
+Every test that uses the smoke DAG (the ``smoke_dir`` / ``smoke_results`` fixtures, directly or through another
+fixture) is a ``slow`` test: it is marked so here at collection, so ``-m "not slow"`` never builds the DAG even
+when a test forgot its marker."""
 import os
 import subprocess
 import sys
@@ -20,6 +25,17 @@ def run_snakemake(workdir, *args, timeout=900, check=True):
     return proc
 
 
+SMOKE_FIXTURES = ("smoke_dir", "smoke_results")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that needs the smoke DAG is slow, whether or not its module marks it."""
+    for item in items:
+        uses_smoke = any(f in getattr(item, "fixturenames", ()) for f in SMOKE_FIXTURES)
+        if uses_smoke and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def smoke_dir(tmp_path_factory):
     """A working directory in which the whole smoke DAG has been built."""
@@ -34,9 +50,20 @@ def smoke_results(smoke_dir):
 
 
 @pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory):
-    """A small world with its real Qwen3 tokenizer and compact tokenizer (built by the library)."""
-    from rocktokens.tokenizer import build_compact_tokenizer, build_qwen3_tokenizer
+def qwen3_dir(tmp_path_factory) -> Path:
+    """The real Qwen3 tokenizer (tokenizer.json + tokenizer_config.json), built by the library once per session,
+    alone in its parent directory. Read-only for the tests: copy it before changing anything."""
+    from rocktokens.tokenizer import build_qwen3_tokenizer
+
+    out = tmp_path_factory.mktemp("tok") / "qwen3"
+    build_qwen3_tokenizer(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory, qwen3_dir):
+    """A small world with the real Qwen3 tokenizer (the session's ``qwen3_dir``) and its compact tokenizer."""
+    from rocktokens.tokenizer import build_compact_tokenizer
     from rocktokens.tokenizer.compact import chat_wrapped
     from rocktokens.world import all_texts, make_world
 
@@ -44,9 +71,8 @@ def tiny_world(tmp_path_factory):
     cfg = {"n_teacher_corpus": 64, "n_student_corpus": 64, "n_stage1_prompts": 16, "n_stage2_prompts": 16,
            "n_bench_math": 12, "n_bench_ifeval": 8, "n_bench_aime24": 4, "n_bench_aime25": 4, "n_bench_hmmt25": 4}
     world = make_world(cfg, 3)
-    build_qwen3_tokenizer(d / "qwen3")
-    build_compact_tokenizer(d / "qwen3", chat_wrapped(d / "qwen3", all_texts(world)), d / "compact")
-    return {"dir": d, "world": world, "qwen3": d / "qwen3", "compact": d / "compact"}
+    build_compact_tokenizer(qwen3_dir, chat_wrapped(qwen3_dir, all_texts(world)), d / "compact")
+    return {"dir": d, "world": world, "qwen3": qwen3_dir, "compact": d / "compact"}
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,9 @@ if __name__ == "__main__":
     # 4 steps x 8 rollouts; global batch 8 split over the processes, micro-batch 2 (gradient accumulation too)
     cfg = OPDConfig(prompts_per_step=4, rollouts_per_prompt=2, temperature=1.0, top_p=1.0, max_new_tokens=12,
                     prompt_max_len=256, epochs=1.0, gen_batch_size=8)
-    optim = OptimConfig(lr=3e-3, global_batch=8, micro_batch=2, warmup_ratio=0.0, schedule="constant", clip=1.0)
+    # warmup then cosine: the lr of every update must follow the schedule of one process (not num_processes x faster)
+    optim = OptimConfig(lr=3e-3, global_batch=8, micro_batch=2, warmup_ratio=0.25, schedule="cosine", min_lr_ratio=0.1,
+                        clip=1.0)
     out = Path(a.out)
     trainer = Trainer(load_model(a.student), tok, LossSpec(divergence="rkl", kd_ratio=1.0, chunk=16), optim,
                       total_updates=4, state_dir=out / "state", teacher=load_model(a.teacher))

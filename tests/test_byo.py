@@ -132,13 +132,15 @@ def test_byo_run_reproduces_the_smoke_token_table_and_rock_sets(smoke_results, t
     plan = _planned(run_snakemake(wd, "-n", "--configfile", str(REPO / "configs" / "smoke.yaml"),
                                   str(tmp_path / "byo.yaml")))
     assert plan.get("token_kl") == 1 and not set(plan) & set(TRAINING), plan
-    targets = ["results/byo/tokens/kl", "results/byo/rocks/chosen_K.json"]
+    targets = ["results/byo/tokens/kl", "results/byo/rocks/R.json",
+               *(f"results/byo/{f.relative_to(smoke_results)}" for f in sorted((smoke_results / "rocks").glob("K*.parquet")))]
     run_snakemake(wd, "--cores", "2", *targets,  # targets before --configfile, which takes a list
                   "--configfile", str(REPO / "configs" / "smoke.yaml"), str(tmp_path / "byo.yaml"))
     mine, theirs = wd / "results" / "byo", smoke_results
     for f in sorted((theirs / "tokens" / "kl").glob("*.parquet")):
         pd.testing.assert_frame_equal(pd.read_parquet(mine / "tokens" / "kl" / f.name), pd.read_parquet(f))
-    assert json.loads((mine / "rocks" / "chosen_K.json").read_text()) == json.loads(
-        (theirs / "rocks" / "chosen_K.json").read_text())
+    for name in ("chosen_K.json", "R.json"):
+        assert json.loads((mine / "rocks" / name).read_text()) == json.loads((theirs / "rocks" / name).read_text())
+    pd.testing.assert_frame_equal(pd.read_parquet(mine / "rocks" / "R.parquet"), pd.read_parquet(theirs / "rocks" / "R.parquet"))
     for f in sorted((theirs / "rocks").glob("K*.parquet")):
         pd.testing.assert_frame_equal(pd.read_parquet(mine / "rocks" / f.name), pd.read_parquet(f))

@@ -1,5 +1,6 @@
 """Context-consistent Rock Tokens (§2.2, Eq. 4–14): exact ρ vs brute force, hand cases per equation."""
 import math
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -36,7 +37,8 @@ def _random_case(rng):
 @pytest.mark.parametrize("similarity", ["positional", "bag"])
 @pytest.mark.parametrize("pad_policy", ["never", "equal"])
 def test_rho_equals_bruteforce_random(similarity, pad_policy):
-    rng = np.random.default_rng(hash((similarity, pad_policy)) % 2**32)
+    # a stable seed per case (str hash() changes with PYTHONHASHSEED, so a failure could not be replayed)
+    rng = np.random.default_rng(zlib.crc32(f"{similarity}/{pad_policy}".encode()))
     checked = nontrivial = 0
     for _ in range(60):
         win, tok = _random_case(rng)

@@ -97,19 +97,30 @@ def test_tokens_arm_freezes_the_rock_tokens_only_and_reports_the_rock_mask():
 def test_arm_inputs_and_params_are_narrow():
     from types import SimpleNamespace
 
-    from rocktokens.freeze.arms import arm_freeze_settings, arm_inputs
+    from rocktokens.freeze.arms import arm_freeze_settings, arm_inputs, frozen_K, frozen_set
 
-    outs = SimpleNamespace(chosen="c", stats="s", occurrences="o", windows="w", K5="k", controls5="ct")
+    outs = SimpleNamespace(stats="s", occurrences="o", windows="w", info="i")  # rule rock_scores
+    R = SimpleNamespace(rocks="r", controls="rc", record="rj")  # rule rock_set_R
+    assert frozen_set("chosen", R, "res") == {"rocks": "r", "controls": "rc", "record": "rj"}
+    # a fixed K reads that K's set: a change of the chosen K (the stability settings) does not reach the arms
+    fixed = frozen_set(5, R, "res")
+    assert fixed == {"rocks": "res/rocks/K5.parquet", "controls": "res/rocks/K5_controls.parquet"}
+    assert frozen_K(5, None) == 5 and frozen_K("chosen", {"K": 20}) == 20
+    with pytest.raises(ValueError, match="R.json"):
+        frozen_K("chosen", {})
+    rset = frozen_set("chosen", R, "res")
     specs = arm_specs({"base": {"lam": 1.0, "windows": "rock", "probe": True}, "tok": {"lam": 0.0, "windows": "tokens"},
                        "plain": {"lam": 1.0, "windows": "none"},
                        "probe": {"lam": 1.0, "windows": "none", "probe": True},
                        "rnd": {"lam": 0.0, "windows": "random"},
                        "sgd": {"lam": 1.0, "windows": "none", "optimizer": "sgd", "lr_match": "base"}})
-    assert arm_inputs(specs["tok"], outs, [5], "R")["occurrences"] == "o"
-    assert "windows" not in arm_inputs(specs["base"], outs, [5], "R")
-    assert arm_inputs(specs["plain"], outs, [5], "R") == {}
-    probe = arm_inputs(specs["probe"], outs, [5], "R")  # the probe needs the sets, not W(v)
-    assert "occurrences" not in probe and probe["rocks_K5"] == "k" and probe["controls_K5"] == "ct"
+    tok = arm_inputs(specs["tok"], rset, outs, "res")
+    assert tok["occurrences"] == "o" and tok["scores"] == "i" and tok["rocks"] == "r" and tok["record"] == "rj"
+    assert "windows" not in arm_inputs(specs["base"], rset, outs, "res")
+    assert arm_inputs(specs["plain"], rset, outs, "res") == {}
+    probe = arm_inputs(specs["probe"], rset, outs, "res")  # the probe needs the sets, not W(v)
+    assert "occurrences" not in probe and probe["rocks"] == "r" and probe["controls"] == "rc"
+    assert arm_inputs(specs["sgd"], rset, outs, "res") == {"lr_reference": "res/arms/base/history.parquet"}
     fz = {"K": "chosen", "steps": 4, "n_checkpoints": 2, "update_norm": True, "random": {"candidates": 4},
           "lr_match": {"steps": 1}, "eval": {"k": 5}}
     assert arm_freeze_settings(specs["tok"], fz) == {"K": "chosen", "steps": 4, "update_norm": True}

@@ -380,6 +380,7 @@ def test_figure3_and_probe_figure_write_pngs(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the smoke DAG's artifacts
+@pytest.mark.slow
 def test_smoke_geometry_artifacts(smoke_results):
     r = smoke_results / "geometry"
     split = pd.read_parquet(r / "split.parquet")

@@ -45,7 +45,7 @@ def synthetic_contexts(ids, pool, rows_per_token=3, seed=0):
 # ----------------------------------------------------------------------------------------------- candidates
 def test_candidates_are_the_top_by_the_rock_score_and_contain_every_rock_set():
     stats = synthetic_stats(np.arange(100, 160))
-    cands = KO.screen_candidates(stats, k_screen=20, core_k=8, vocab_size=1000)
+    cands = KO.mark_core(KO.screen_candidates(stats, k_screen=20, vocab_size=1000), 8)
     assert cands["token_id"].tolist() == stats.sort_values("R", ascending=False)["token_id"].head(20).tolist()
     for K in (5, 8, 20):  # the frozen rock sets (rocks/K*.parquet) are inside the screened pool, ranks equal
         rk = rock_set(stats, K)
@@ -57,13 +57,13 @@ def test_candidates_are_the_top_by_the_rock_score_and_contain_every_rock_set():
 def test_candidate_outside_the_vocabulary_is_one_clear_error():
     stats = synthetic_stats([3, 7, 5000])
     with pytest.raises(KO.KnockoutInputError, match=r"candidate id\(s\) outside the vocabulary \[0, 1000\): \[5000\]"):
-        KO.screen_candidates(stats, 3, 1, vocab_size=1000)
+        KO.screen_candidates(stats, 3, vocab_size=1000)
 
 
 def test_plan_window_arms_and_shards():
     pool = np.arange(10, 40)
     stats = synthetic_stats(pool)
-    cands = KO.screen_candidates(stats, 12, 6, 100)
+    cands = KO.screen_candidates(stats, 12, 100)
     ctx = synthetic_contexts(cands["token_id"][:6], pool)  # the last 6 candidates have no stored context
     plan = KO.plan(cands, ctx, shard_size=5, policies=["window", "token"])  # report order: token first
     assert len(plan) == 24 and set(plan["policy"]) == {"token", "window"}
@@ -88,7 +88,7 @@ def test_plan_window_arms_and_shards():
 
 def test_an_arm_shared_across_shards_is_generated_once():
     pool = np.arange(10, 20)
-    cands = KO.screen_candidates(synthetic_stats(pool), 4, 2, 100)
+    cands = KO.screen_candidates(synthetic_stats(pool), 4, 100)
     ctx = synthetic_contexts(cands["token_id"][:0], pool)  # no contexts: every W(v) = {v}
     plan = KO.plan(cands, ctx, shard_size=1, policies=["token", "window"])  # token in s(2i), its window in s(2i+1)
     assert (plan["gen_shard"] == plan["shard"]).tolist() == [True, False] * 4
@@ -106,7 +106,7 @@ def test_local_arms_in_the_plan():
     """The local policy: one slot per candidate after its token and window slots, banning W(v) inside v's stored
     left contexts (deduplicated, unmatchable ones dropped); the baseline when nothing can match."""
     pool = np.arange(10, 20)
-    cands = KO.screen_candidates(synthetic_stats(pool), 4, 2, 100)
+    cands = KO.screen_candidates(synthetic_stats(pool), 4, 100)
     v, u, x = (int(t) for t in cands["token_id"][:3])
     ctx = pd.DataFrame([[v, 11, 12, u, 13, 3], [v, 11, 12, 14, 15, 1], [v, -1, 16, 17, 18, 1], [v, -1, -1, 19, 11, 1],
                         [u, -1, -1, 11, 12, 4]], columns=["token_id", "c0", "c1", "c2", "c3", "count"])
@@ -168,7 +168,7 @@ def test_hf_knocked_out_ids_never_appear_token_and_window(student):
     counts = Counter(t for r in base for t in r.token_ids)
     top = [t for t, _ in counts.most_common(8)]
     v = top[0]
-    cands = KO.screen_candidates(synthetic_stats(top), 8, 4, be.vocab_size)
+    cands = KO.screen_candidates(synthetic_stats(top), 8, be.vocab_size)
     ctx = pd.DataFrame([[v, top[1], top[2], top[3], -1, 5], [v, top[4], top[5], top[1], top[6], 2]],
                        columns=["token_id", "c0", "c1", "c2", "c3", "count"])
     plan = KO.plan(cands, ctx, shard_size=8, policies=["token", "window"])
@@ -418,16 +418,18 @@ def test_config_cross_checks():
         KO.check_knockout_config(cfg)
 
 
-def test_the_plan_checks_k_screen_against_the_chosen_K():
+def test_the_plan_reads_the_scores_only_and_the_core_is_marked_after():
+    """The plan (what the shards generate from) depends on the rock scores, not on which K is chosen; the core is a
+    statistic marked on the candidates afterwards, and a core outside the pool is one clear error."""
     pool = np.arange(10, 30)
     stats, ctx = synthetic_stats(pool), synthetic_contexts(pool[:4], pool)
-    kw = dict(core_K=None, shard_size=4, policies=["token", "window"], vocab_size=100)
-    with pytest.raises(KO.KnockoutInputError, match="below the chosen K=12"):
-        KO.make_plan(stats, ctx, {"K": 12}, k_screen=10, **kw)
-    cands, plan = KO.make_plan(stats, ctx, {"K": 8, "context_params": CONTEXT}, k_screen=10,
-                               **{**kw, "policies": None})
-    assert len(cands) == 10 and cands["in_core"].sum() == 8 and len(plan) == 30
+    cands, plan = KO.make_plan(stats, ctx, {"context_params": CONTEXT}, k_screen=10, shard_size=4, policies=None,
+                               vocab_size=100)
+    assert len(cands) == 10 and "in_core" not in cands and len(plan) == 30
     assert {"window_size", "local_contexts"} <= set(cands.columns)
+    assert KO.mark_core(cands, 8)["in_core"].sum() == 8
+    with pytest.raises(KO.KnockoutInputError, match="below the core K=12"):
+        KO.mark_core(cands, 12)
 
 
 # ----------------------------------------------------------------------------------------------- vLLM, for real
@@ -491,7 +493,7 @@ def test_vllm_knockout_never_emits_banned_ids(tmp_path):
                       head_dim=64, intermediate_size=256, max_position_embeddings=256, tie_word_embeddings=False)
     Qwen3ForCausalLM(cfg).save_pretrained(tmp_path / "model")
     pool = np.arange(1, V)
-    cands = KO.screen_candidates(synthetic_stats(pool, seed=2), V - 1, 10, V)
+    cands = KO.screen_candidates(synthetic_stats(pool, seed=2), V - 1, V)
     plan = KO.plan(cands, synthetic_contexts(pool, pool, rows_per_token=8, seed=3), shard_size=V,
                    policies=["token", "window"])
     windows = {str(v): KO.parse_arm(a) for v, a in plan.loc[plan.policy == "window", ["token_id", "arm"]].to_numpy()}
@@ -529,7 +531,7 @@ def test_smoke_dag_knockout_artifacts(smoke_results):
     ko = smoke_results / "knockout"
     stats = pd.read_parquet(smoke_results / "rocks" / "token_stats.parquet")
     cands = pd.read_parquet(ko / "candidates.parquet")
-    K = json.loads((smoke_results / "rocks" / "chosen_K.json").read_text())["K"]
+    K = json.loads((smoke_results / "rocks" / "R.json").read_text())["K"]
     k = len(cands)
     assert set(rock_set(stats, min(K, k))["token_id"]) <= set(cands["token_id"])  # one R for freeze and knockout
     assert cands["token_id"].tolist() == stats.sort_values(["R", "token_id"], ascending=[False, True])["token_id"].head(k).tolist()
@@ -584,21 +586,6 @@ def test_a_failed_shard_reruns_alone(smoke_dir):
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M)}
     assert jobs == {"knockout_shard": 1, "knockout_effects": 1, "total": 2}
     assert "knockout/shards/ifeval/s001.parquet" in out
-
-
-@pytest.mark.slow
-def test_a_statistics_setting_never_reruns_generation(smoke_dir, tmp_path):
-    """The statistics rules read their own params: changing α, ε, the BH levels or the bootstrap size replans the
-    effects and tables, never the plan or a generation shard (params are a rerun trigger)."""
-    from conftest import run_snakemake
-
-    overlay = tmp_path / "stats.yaml"
-    overlay.write_text("knockout:\n  alpha: 0.1\n  epsilon: 0.02\n  fdr_q: [0.1]\n  bootstrap_resamples: 300\n")
-    out = run_snakemake(smoke_dir, "-n", "--configfile", str(REPO / "configs" / "smoke.yaml"), str(overlay),
-                        "--rerun-triggers", "mtime", "params", "input").stdout
-    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M)}
-    assert jobs.get("knockout_effects") == 1 and jobs.get("knockout_tables") == 1
-    assert "knockout_shard" not in jobs and "knockout_plan" not in jobs, jobs
 
 
 def test_clear_state_drops_the_shard_and_only_empty_parents(tmp_path):

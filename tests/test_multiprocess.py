@@ -53,6 +53,7 @@ def test_two_processes_match_one(tiny_world, tiny_models, tmp_path):
     assert [h["step"] for h in h1] == [h["step"] for h in h2] == [1, 2, 3, 4]
     for a, b in zip(h1, h2):
         assert a["mean_response_len"] == b["mean_response_len"]  # the same rollouts were sampled
+        assert a["lr"] == b["lr"], (a["lr"], b["lr"])  # accelerate must not step the schedule once per process
         assert abs(a["loss"] - b["loss"]) <= LOSS_RTOL * abs(a["loss"]), (a["loss"], b["loss"])
     assert w1.keys() == w2.keys()
     diff = max(float((w1[k] - w2[k]).abs().max()) for k in w1)

@@ -1,5 +1,6 @@
 """configs/paper.yaml: valid against the schema and the cross-field checks, faithful to Appendix C, and
-`snakemake -n --configfile configs/paper.yaml` plans the whole paper-scale DAG offline, in seconds."""
+`snakemake -n --configfile configs/paper.yaml` plans the whole paper-scale DAG offline (its wall time is measured
+by benchmarks/dag_timing.py, not asserted here)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jsonschema
@@ -82,10 +82,8 @@ def _job_counts(text: str) -> dict[str, int]:
 def test_paper_dry_run_plans_every_stage_offline():
     # No network: point the hub at a closed local port and switch it offline; a dry run must not care.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    t0 = time.monotonic()
     r = subprocess.run([str(SNAKEMAKE), "-n", "--configfile", "configs/paper.yaml"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=120)
-    elapsed = time.monotonic() - t0
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     counts = _job_counts(out)
@@ -99,4 +97,3 @@ def test_paper_dry_run_plans_every_stage_offline():
     assert counts["total"] >= 1000, counts
     assert "resources/models/teacher" in out and "resources/datasets/stage1_prompts.parquet" in out
     assert not re.search(r"rule (make_world|pretrain_model|qwen3_tokenizer)\b", out)  # no world rules at hub scale
-    assert elapsed < 30, f"dry run took {elapsed:.1f} s"

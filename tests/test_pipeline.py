@@ -50,10 +50,8 @@ def test_opd_checkpoints_differ_and_load(smoke_results):
     assert m.config.model_type == "qwen3"
 
 
-def test_dag_is_complete_and_dry_run_is_fast(smoke_dir):
-    t = time.time()
-    out = run_snakemake(smoke_dir, "-n")
-    assert time.time() - t < 30
+def test_dag_is_complete(smoke_dir):
+    out = run_snakemake(smoke_dir, "-n")  # its wall time is a benchmark (benchmarks/dag_timing.py), not a test
     assert "Nothing to be done" in out.stdout + out.stderr
 
 

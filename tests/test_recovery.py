@@ -153,7 +153,7 @@ def test_recovery_script(tmp_path):
                (("table", "tsv"), ("parquet", "parquet"), ("confusion", "tsv"), ("target", "tsv"),
                 ("summary", "json"), ("figure", "png"))}
     smk = SimpleNamespace(input=SimpleNamespace(**inputs), output=SimpleNamespace(**outputs),
-                          params=SimpleNamespace(ko=KO), log=[str(tmp_path / "recovery.log")])
+                          params=SimpleNamespace(ko=KO, dpi=60), log=[str(tmp_path / "recovery.log")])
     runpy.run_path(str(REPO / "workflow_scripts" / "recovery.py"), init_globals={"snakemake": smk})
     assert len(pd.read_parquet(outputs["parquet"])) == 18
     assert "reach_stumbling" in pd.read_csv(outputs["target"], sep="\t")["check"].tolist()

@@ -100,6 +100,6 @@ def test_summary_is_rendered_and_matches_its_files(report, smoke_results):
         for r in rows.itertuples():
             assert html.escape(r.this_run) in page and r.this_run.replace("|", "\\|") in md
     # the numbers are the artifacts' numbers
-    chosen = json.loads((smoke_results / "rocks" / "chosen_K.json").read_text())
+    chosen = json.loads((smoke_results / "rocks" / "R.json").read_text())
     row = table[table["quantity"].str.startswith("median rock density per sequence, context")].iloc[0]
     assert row["value"] == pytest.approx(chosen["median_density_ctx"], rel=1e-5)

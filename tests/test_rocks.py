@@ -133,9 +133,9 @@ def test_R_and_R_ctx_rankings_differ_on_a_hand_made_table():
         assert rec["token_id"].tolist() == order and rec["rank"].tolist() == list(range(1, 7))
         assert rock_set(rec, 4)["token_id"].tolist() == order[:4]
         assert ranked(rec)["token_id"].tolist() == order
-        from rocktokens.knockout.experiment import screen_candidates
+        from rocktokens.knockout.experiment import mark_core, screen_candidates
 
-        cands = screen_candidates(rec, k_screen=5, core_k=2, vocab_size=10)
+        cands = mark_core(screen_candidates(rec, k_screen=5, vocab_size=10), 2)
         assert cands["token_id"].tolist() == order[:5] and cands["in_core"].tolist() == [True] * 2 + [False] * 3
         assert set(rock_set(rec, 2)["token_id"]) == set(cands.loc[cands["in_core"], "token_id"])  # one R
         cov = coverage_curve(rec)

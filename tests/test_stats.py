@@ -92,16 +92,47 @@ def test_census_on_a_hand_made_table():
         S.census(HAND.assign(category="pillar"))
 
 
-def test_bh_and_bonferroni_against_scipy():
+def step_up_bh(p, q):
+    """Benjamini–Hochberg by its definition, independent of scipy: sort, find the largest k with
+    p_(k) <= k q / n, reject the k smallest (ties broken by position; tied p-values are all in or all out)."""
+    p = np.asarray(p, float)
+    n = len(p)
+    order = sorted(range(n), key=lambda i: (p[i], i))
+    k = max([r for r in range(1, n + 1) if p[order[r - 1]] <= r * q / n], default=0)
+    reject = np.zeros(n, dtype=bool)
+    reject[order[:k]] = True
+    return reject
+
+
+def test_bh_against_the_step_up_definition():
     rng = np.random.default_rng(0)
-    for trial in range(200):
+    n_reject = 0
+    for trial in range(300):
         n = int(rng.integers(1, 60))
         p = np.concatenate([rng.uniform(0, 0.02, int(rng.integers(0, n + 1))), rng.uniform(0, 1, n)])[:n]
         if trial % 7 == 0:
             p = np.round(p, 2)  # ties
-        adj = sps.false_discovery_control(p, method="bh")
         for q in (0.05, 0.10, 0.20):
-            np.testing.assert_array_equal(S.benjamini_hochberg(p, q), adj <= q)
+            got = S.benjamini_hochberg(p, q)
+            assert got.dtype == bool and got.shape == p.shape
+            np.testing.assert_array_equal(got, step_up_bh(p, q), err_msg=f"trial {trial}, q={q}")
+            n_reject += int(got.sum())
+    assert n_reject > 500  # the comparison saw many rejections, not only empty sets
+    # step-up, by hand: 0.02 and 0.03 miss their own thresholds (0.0125, 0.025), yet 0.035 <= 3 * 0.05 / 4 carries
+    # them; a step-down procedure would reject nothing here.
+    assert S.benjamini_hochberg([0.035, 0.02, 0.9, 0.03], 0.05).tolist() == [True, True, False, True]
+    assert S.benjamini_hochberg([0.01, 0.04, 0.03, 0.2], 0.05).tolist() == [True, False, False, False]
+    assert S.benjamini_hochberg([0.5, 0.5, 0.5], 0.5).tolist() == [True, True, True]  # p_(3) <= 3q/3, ties
+    assert S.benjamini_hochberg([], 0.05).tolist() == []
+    with pytest.raises(ValueError, match="p-values"):
+        S.benjamini_hochberg([0.1, np.nan], 0.05)
+
+
+def test_bonferroni_and_bh_nesting():
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        n = int(rng.integers(1, 60))
+        p = np.concatenate([rng.uniform(0, 0.005, int(rng.integers(0, 4))), rng.uniform(0, 1, n)])[:n]
         bonf = S.bonferroni(p, 0.05)
         np.testing.assert_array_equal(bonf, np.minimum(p * n, 1.0) <= 0.05)
         assert not np.any(bonf & ~S.benjamini_hochberg(p, 0.05))  # Bonferroni ⊆ BH at the same level
@@ -119,19 +150,38 @@ def test_multiple_testing_table():
     assert t.loc["both", "bh_q0.2_rejections"] == 3 and t.loc["window", "min_p"] == 0.01
 
 
-def test_sign_test_against_scipy_binomtest():
-    for n in range(0, 26):
+def exact_sign_p(k, n):
+    """Two-sided sign test by exact rational arithmetic, independent of scipy: Bin(n, 1/2) is symmetric, so the
+    outcomes no more likely than k are the two tails beyond min(k, n - k)."""
+    from fractions import Fraction
+    from math import comb
+
+    if n == 0:
+        return Fraction(1)
+    m = min(k, n - k)
+    tail = Fraction(sum(comb(n, i) for i in range(m + 1)), 2 ** n)
+    return min(Fraction(1), 2 * tail)
+
+
+def test_sign_test_against_exact_arithmetic():
+    for n in range(0, 41):
         for k in range(n + 1):
-            want = 1.0 if n == 0 else sps.binomtest(k, n, 0.5, alternative="two-sided").pvalue
-            assert S.sign_test_p(k, n - k) == pytest.approx(want, rel=1e-12), (k, n)
-    assert S.sign_test_p(10, 0) == pytest.approx(2 ** -9)   # the paper's 10:0, p ≈ 0.002
-    assert S.sign_test_p(6, 0) == pytest.approx(2 ** -5)    # the K=100 core, 6:0, p ≈ 0.031
+            got = S.sign_test_p(k, n - k)
+            assert isinstance(got, float)
+            assert got == pytest.approx(float(exact_sign_p(k, n)), rel=1e-12, abs=0), (k, n)
+    assert S.sign_test_p(10, 0) == pytest.approx(2 ** -9, rel=1e-12)   # the paper's 10:0, p ≈ 0.002
+    assert S.sign_test_p(6, 0) == pytest.approx(2 ** -5, rel=1e-12)    # the K=100 core, 6:0, p ≈ 0.031
+    assert S.sign_test_p(3, 1) == pytest.approx(0.625, rel=1e-12)      # 2 · (1 + 4) / 16
+    assert S.sign_test_p(0, 0) == 1.0 and S.sign_test_p(4, 4) == 1.0
+    assert S.sign_test_p(2, 9) == S.sign_test_p(9, 2)                  # symmetric under p0 = 1/2
+    with pytest.raises(ValueError, match=">= 0"):
+        S.sign_test_p(-1, 3)
 
 
 def test_sign_tests_over_rejections_and_core():
     t = S.sign_tests(HAND, core_ids=[1, 2], benchmarks=["math", "ifeval"]).set_index(["scope", "benchmark"])
     assert t.loc[("all", "combined"), ["n_negative", "n_positive"]].tolist() == [3, 1]
-    assert t.loc[("all", "combined"), "p_two_sided"] == pytest.approx(sps.binomtest(3, 4).pvalue)
+    assert t.loc[("all", "combined"), "p_two_sided"] == pytest.approx(float(exact_sign_p(3, 4)), rel=1e-12)
     assert t.loc[("core", "combined"), ["n_negative", "n_positive"]].tolist() == [1, 0]
     assert t.loc[("core", "ifeval"), "p_two_sided"] == 1.0  # no rejection at all
 

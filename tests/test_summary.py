@@ -54,7 +54,7 @@ def make_artifacts(root, Ks=(10, 20, 30, 40), K=20):
     acc = pd.DataFrame({"checkpoint": ["teacher", "stage1", "opd-2", "opd-10", "teacher", "opd-10"],
                         "benchmark": ["math", "math", "math", "math", "hard_avg", "hard_avg"],
                         "pass@1": [0.9, 0.3, 0.35, 0.4, 0.5, 0.2]})
-    return {"chosen": _json(chosen, root / "rocks" / "chosen_K.json"),
+    return {"rocks": _json(chosen, root / "rocks" / "R.json"),
             "gradients": _json(gradients, root / "geometry" / "gradients.json"),
             "persistence": _json(persistence, root / "geometry" / "persistence.json"),
             "probe": _json({"verdict": "refuted"}, root / "geometry" / "optimizer_probe.json"),
@@ -78,7 +78,7 @@ def test_every_number_is_read_from_the_artifacts(tmp_path):
     assert list(t["section"].unique())[0].startswith("Rock Tokens")
     # rock analysis: coverage at K*, density ctx vs 18.5 %, the Jaccard mapping K <= K*, K >= 1.5 K*, K*/2
     r = _row(t, "coverage of the corpus KL at the chosen K (K=20)")
-    assert r.value == pytest.approx(0.20) and r.paper_value == PAPER["coverage_K"] and r.source == "rocks/chosen_K.json"
+    assert r.value == pytest.approx(0.20) and r.paper_value == PAPER["coverage_K"] and r.source == "rocks/R.json"
     r = _row(t, "context-consistent")
     assert r.value == pytest.approx(0.123) and r.this_run == "12.3 %" and r.paper == "18.5 %"
     assert _row(t, "all occurrences").value == pytest.approx(0.4)
@@ -151,7 +151,7 @@ def test_without_probe_and_without_a_freeze_arm(tmp_path):
 
 
 @pytest.mark.parametrize("breaks, message", [
-    (lambda p: p["chosen"].write_text(json.dumps({"K": 20})), r"chosen_K.json lacks evidence"),
+    (lambda p: p["rocks"].write_text(json.dumps({"K": 20})), r"R.json lacks evidence"),
     (lambda p: p["table2"].write_text("benchmark\tn_candidates\nmath\t4\n"),
      r"table2.tsv lacks column\(s\) \['strong_pillar'"),
     (lambda p: p["accuracy"].unlink(), r"accuracy artifact not found: .*eval/accuracy.tsv"),

@@ -6,9 +6,9 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
-import time
 import unicodedata
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from rocktokens.tokenizer import (
     QWEN3_MODEL_VOCAB,
     QWEN3_TOKENIZER_LEN,
     build_compact_tokenizer,
-    build_qwen3_tokenizer,
     load_id_map,
     load_qwen_ranks,
     qwen3_tiktoken_encoding,
@@ -64,15 +63,8 @@ def _fuzz_texts(n: int, seed: int = 0) -> list[str]:
     return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 40))) for _ in range(n)]
 
 
-@pytest.fixture(scope="session")
-def qwen3_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tok") / "qwen3"
-    t0 = time.perf_counter()
-    build_qwen3_tokenizer(out)
-    elapsed = time.perf_counter() - t0
-    print(f"\nbuild_qwen3_tokenizer: {elapsed:.1f}s")
-    assert elapsed < 60
-    return out
+# qwen3_dir: the session's Qwen3 tokenizer, built once by build_qwen3_tokenizer (tests/conftest.py); its build
+# time is a benchmark (benchmarks/bench_tokenizer.py), not a test.
 
 
 @pytest.fixture(scope="session")
@@ -231,9 +223,7 @@ def _corpus(qwen3_hf) -> list[str]:
 def compact(qwen3_dir, qwen3_hf, tmp_path_factory):
     texts = _corpus(qwen3_hf)
     out = tmp_path_factory.mktemp("compact") / "c"
-    t0 = time.perf_counter()
     build_compact_tokenizer(qwen3_dir, iter(texts), out)  # any iterable, consumed once
-    print(f"\nbuild_compact_tokenizer ({len(texts)} texts): {time.perf_counter() - t0:.1f}s")
     return out, texts
 
 
@@ -322,18 +312,15 @@ def test_load_id_map_rejects_gaps(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("snakemake") is None, reason="snakemake not installed")
-def test_scripts_under_snakemake(tmp_path, qwen3_dir, qwen3_tk):
+def test_compact_script_under_snakemake(tmp_path, qwen3_dir, qwen3_tk):
+    """build_compact_tokenizer.py as a Snakemake `script:` over the session's Qwen3 tokenizer (not rebuilt here:
+    the Qwen3 script runs in the smoke DAG, checked by test_qwen3_script_in_the_smoke_dag)."""
     texts = ["Hello, world!", "<|im_start|>user\nSolve $\\frac{1}{2}$.<|im_end|>\n", "**Step 1:**\n\n"]
     pq.write_table(pa.table({"text": texts}), tmp_path / "texts.parquet")
+    shutil.copytree(qwen3_dir, tmp_path / "full")
     scripts = REPO / "workflow_scripts"
     (tmp_path / "Snakefile").write_text(
         f"""
-rule all:
-    input: "compact"
-rule full:
-    output: directory("full")
-    log: "logs/full.log"
-    script: "{scripts / 'build_qwen3_tokenizer.py'}"
 rule compact:
     input: full="full", texts="texts.parquet"
     output: dir=directory("compact")
@@ -347,11 +334,19 @@ rule compact:
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "built Qwen3 tokenizer" in (tmp_path / "logs/full.log").read_text()
     assert "compact tokenizer" in (tmp_path / "logs/compact.log").read_text()
-    # the snakemake-built tokenizer is byte-identical to the fixture's
-    assert (tmp_path / "full/tokenizer.json").read_bytes() == (qwen3_dir / "tokenizer.json").read_bytes()
     id_map = load_id_map(tmp_path / "compact")
     ctk = Tokenizer.from_file(str(tmp_path / "compact/tokenizer.json"))
     for text in texts:
         assert id_map[ctk.encode(text).ids].tolist() == qwen3_tk.encode(text).ids
+
+
+@pytest.mark.slow  # reads the shared smoke DAG
+def test_qwen3_script_in_the_smoke_dag(smoke_results, qwen3_dir):
+    """build_qwen3_tokenizer.py, run by the smoke DAG's qwen3_tokenizer rule in its own process, logs its build and
+    writes files byte-identical to the library's build in this process."""
+    built = smoke_results / "tokenizer" / "qwen3"
+    assert sorted(f for f in os.listdir(built) if not f.startswith(".")) == ["tokenizer.json", "tokenizer_config.json"]
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (built / name).read_bytes() == (qwen3_dir / name).read_bytes(), name
+    assert "built Qwen3 tokenizer" in (smoke_results / "logs" / "qwen3_tokenizer.log").read_text()

@@ -88,6 +88,94 @@ def test_checkpoint_schedule():
         checkpoint_schedule(3, 5)
 
 
+def _lr_multiplier_before_transformers(optim: OptimConfig, total_updates: int):
+    """The schedule as the trainer computed it by hand before it took it from transformers.get_scheduler (kept
+    verbatim): linear warmup (update s of the first W = round(warmup_ratio · T) uses (s + 1) / W), then
+    constant, or linear / cosine decay from 1 at update W to min_lr_ratio at update T."""
+    import math
+
+    warm = max(0, int(round(optim.warmup_ratio * total_updates)))
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if optim.schedule == "constant":
+            return 1.0
+        frac = (step - warm) / max(1, total_updates - warm)
+        frac = min(max(frac, 0.0), 1.0)
+        if optim.schedule == "linear":
+            decay = 1.0 - frac
+        elif optim.schedule == "cosine":
+            decay = 0.5 * (1.0 + math.cos(math.pi * frac))
+        else:
+            raise ValueError(f"unknown lr schedule {optim.schedule!r}")
+        return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * decay
+
+    return f
+
+
+# every schedule the config schema allows (schemas/config.schema.yaml: schedule, warmup_ratio and min_lr_ratio in
+# [0, 1]), at the values the shipped configs use (config.yaml, configs/*.yaml) and at the edges
+LR_CASES = [(schedule, warmup, min_lr) for schedule in ("cosine", "linear", "constant")
+            for warmup in (0.0, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0) for min_lr in (0, 0.0, 0.1, 0.25, 1 / 3, 0.9, 1.0)]
+LR_TOTALS = (1, 2, 3, 4, 7, 8, 10, 33, 100, 250, 300, 560, 1000)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_lr_multipliers_are_bit_identical_to_the_hand_written_schedule(schedule):
+    """Every update's multiplier (and the one after the last update, which the history reports as the next lr)
+    equals the former hand-written formula exactly (==, not approx), for every allowed schedule."""
+    n = 0
+    for sched, warmup, min_lr in LR_CASES:
+        if sched != schedule:
+            continue
+        for total in LR_TOTALS:
+            optim = OptimConfig(lr=2e-5, global_batch=1, warmup_ratio=warmup, schedule=schedule, min_lr_ratio=min_lr)
+            new, old = optim.lr_lambda(total), _lr_multiplier_before_transformers(optim, total)
+            for step in range(total + 2):
+                assert new(step) == old(step), (schedule, warmup, min_lr, total, step, new(step), old(step))
+                assert optim.lr * new(step) == optim.lr * old(step)
+                n += 1
+    assert n > 10_000
+
+
+def _lr_trainer(tiny_models, optim, total, state):
+    return Trainer(load_model(tiny_models["student"]), tiny_models["tokenizer"], LossSpec(kd_ratio=0.0), optim,
+                   total, state)
+
+
+@pytest.mark.parametrize("schedule,warmup,min_lr",
+                         [("cosine", 0.25, 0.1), ("linear", 0.1, 0.0), ("constant", 0.5, 0.1)])
+def test_trainer_lrs_are_the_pinned_sequence_and_resume_continues_it(tiny_world, tiny_models, tmp_path, schedule,
+                                                                      warmup, min_lr):
+    """The lr each update applies (lr_used) and the lr reported after it (lr) through the real Trainer (accelerate,
+    LambdaLR) are lr · multiplier of the hand-written schedule, bit for bit; a run stopped after 4 updates and
+    resumed from its saved state (a new Trainer) continues the very same sequence."""
+    torch.set_num_threads(1)
+    total = 10
+    optim = OptimConfig(lr=3e-3, global_batch=2, micro_batch=2, warmup_ratio=warmup, schedule=schedule,
+                        min_lr_ratio=min_lr)
+    old = _lr_multiplier_before_transformers(optim, total)
+    want = [(optim.lr * old(u), optim.lr * old(u + 1)) for u in range(total)]
+    seqs = _seqs(tiny_world, tiny_models["tokenizer"], 4)
+    tr = _lr_trainer(tiny_models, optim, total, tmp_path / "state")
+    got = []
+    for u in range(4):
+        out = tr.update(offline_batch(seqs, u, 2, 0))
+        got.append((out["lr_used"], out["lr"]))
+    tr.save_state({"step": 4, "history": []})
+    del tr
+    tr = _lr_trainer(tiny_models, optim, total, tmp_path / "state")
+    assert tr.resume()["step"] == 4 and tr.updates == 4
+    assert tr.sched.get_last_lr()[0] == want[3][1]  # the restored scheduler stands where the first run stopped
+    for u in range(4, total):
+        out = tr.update(offline_batch(seqs, u, 2, 0))
+        got.append((out["lr_used"], out["lr"]))
+    assert got == want
+    if schedule == "cosine":  # the pinned values themselves: warmup 2 updates, then cosine to 0.1 · lr at update 10
+        assert [g[0] / optim.lr for g in got[:3]] == [0.5, 1.0, 1.0] and got[-1][1] == pytest.approx(0.1 * optim.lr)
+
+
 def test_lr_schedule_warmup_then_cosine():
     f = OptimConfig(lr=1.0, global_batch=1, warmup_ratio=0.1, schedule="cosine", min_lr_ratio=0.1).lr_lambda(100)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)

@@ -12,7 +12,7 @@ history = read_parquet(snakemake.input.history, "stage-2 history") if "history" 
 table, gains, summary = distillation_table(evals, p.benchmark, p.n_resamples, p.seed)
 if history is not None:  # source: checkpoints has no stage-2 history
     summary["kl_curve"] = kl_curve(history)
-figure_distillation(table, history, snakemake.output.figure, benchmark=p.benchmark)
+figure_distillation(table, history, snakemake.output.figure, dpi=p.dpi, benchmark=p.benchmark)
 write_tsv(table, snakemake.output.checkpoints, float_format="%.4f")
 write_tsv(gains, snakemake.output.gains, float_format="%.4f")
 write_json(summary, snakemake.output.summary)

@@ -4,4 +4,4 @@ from rocktokens.core.io import read_parquet, setup_logging
 
 setup_logging(snakemake.log[0])
 figure3(read_parquet(snakemake.input.gradients), read_parquet(snakemake.input.persistence), snakemake.output[0],
-        early=snakemake.params.early, late=snakemake.params.late)
+        early=snakemake.params.early, late=snakemake.params.late, dpi=snakemake.params.dpi)

@@ -12,7 +12,7 @@ write_parquet(res["table"], out.parquet)
 write_tsv(res["table"], out.table)
 write_tsv(res["confusion"], out.confusion)
 write_tsv(res["target"], out.target)
-plot_recovery(res["table"], res["confusion"], out.figure)
+plot_recovery(res["table"], res["confusion"], out.figure, dpi=snakemake.params.dpi)
 write_json(res["summary"], out.summary)
 for r in res["target"].itertuples():
     log.info("%s %s: %s — %s", r.benchmark, r.check, "met" if r.met else "NOT met", r.detail)

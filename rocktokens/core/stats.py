@@ -12,7 +12,9 @@ Conventions (all documented where they are implemented):
   null-shifted bootstrap: p = (1 + #{b : |Δ*_b − Δ̂| ≥ |Δ̂|}) / (B + 1) — the share of resampled effects at
   least as far from the estimate as the estimate is from 0; p = 1 when Δ̂ = 0 (no evidence), never 0.
 * **Rejection** at level α means p ≤ α; **Bonferroni** rejects p ≤ α / n; **Benjamini–Hochberg** rejects the
-  k smallest p-values for the largest k with p_(k) ≤ k q / n (step-up).
+  k smallest p-values for the largest k with p_(k) ≤ k q / n (step-up), computed by scipy as BH-adjusted p ≤ q
+  (``scipy.stats.false_discovery_control``).
+* **Sign test**: the exact two-sided binomial test of scipy (``scipy.stats.binomtest``).
 * **Categories** (Eq. 22): see :func:`classify`.
 """
 from __future__ import annotations
@@ -195,17 +197,17 @@ def bonferroni(p, alpha: float = 0.05) -> np.ndarray:
 
 
 def benjamini_hochberg(p, q: float) -> np.ndarray:
-    """Benjamini–Hochberg (step-up) at FDR level q: reject the k smallest p for the largest k with p_(k) ≤ kq/n."""
+    """Benjamini–Hochberg (step-up) at FDR level q: reject the k smallest p for the largest k with p_(k) ≤ kq/n.
+
+    Computed as ``scipy.stats.false_discovery_control(p, method="bh") <= q``: the BH-adjusted p of the i-th smallest
+    p-value is min over j ≥ i of n·p_(j)/j (capped at 1), which is ≤ q exactly when some j ≥ i passes p_(j) ≤ jq/n.
+    Returns a boolean array in the order of ``p`` (empty for no p-values)."""
+    from scipy.stats import false_discovery_control
+
     p = _pvalues(p)
-    n = len(p)
-    reject = np.zeros(n, dtype=bool)
-    if n == 0:
-        return reject
-    order = np.argsort(p, kind="stable")
-    ok = np.flatnonzero(p[order] <= q * np.arange(1, n + 1) / n)
-    if ok.size:
-        reject[order[: ok[-1] + 1]] = True
-    return reject
+    if len(p) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(false_discovery_control(p, method="bh") <= q, dtype=bool)
 
 
 def multiple_testing(effects: pd.DataFrame, alpha: float = 0.05, qs: Sequence[float] = (0.05, 0.10, 0.20)) -> pd.DataFrame:
@@ -232,20 +234,22 @@ def multiple_testing(effects: pd.DataFrame, alpha: float = 0.05, qs: Sequence[fl
 
 # ----------------------------------------------------------------------------------------------- sign test
 def sign_test_p(n_neg: int, n_pos: int) -> float:
-    """Two-sided exact binomial test of H0: P(negative) = 1/2 (Appendix D.2's global sign-asymmetry test).
+    """Two-sided exact binomial test of H0: P(negative) = 1/2 (Appendix D.2's global sign-asymmetry test):
+    ``scipy.stats.binomtest(n_neg, n_neg + n_pos, 0.5).pvalue``.
 
     With p0 = 1/2 the distribution is symmetric, so the two-sided p (the total probability of outcomes no more
-    likely than the observed one) is min(1, 2 · P(X ≤ min(k, n − k))), X ~ Bin(n, 1/2). n = 0 → 1.
+    likely than the observed one) is min(1, 2 · P(X ≤ min(k, n − k))), X ~ Bin(n, 1/2). n = 0 → 1 (no evidence;
+    scipy's test needs n ≥ 1).
     """
+    from scipy.stats import binomtest
+
     n_neg, n_pos = int(n_neg), int(n_pos)
     if n_neg < 0 or n_pos < 0:
         raise ValueError(f"counts must be >= 0, got {n_neg}, {n_pos}")
     n = n_neg + n_pos
     if n == 0:
         return 1.0
-    k = min(n_neg, n_pos)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
-    return min(1.0, 2.0 * tail)
+    return float(binomtest(n_neg, n, 0.5, alternative="two-sided").pvalue)
 
 
 def sign_tests(categories: pd.DataFrame, core_ids: Sequence[int] | None = None,

@@ -26,6 +26,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rocktokens.core.io import read_json
+
 log = logging.getLogger("rocktokens.data.hub")
 
 #: What a model snapshot needs: weights, configs, tokenizer files, chat template, licence.
@@ -150,7 +152,7 @@ def check_model_dir(path, hub_id: str = "") -> None:
         problems.append("no tokenizer.json/tokenizer_config.json")
     idx = p / "model.safetensors.index.json"
     if idx.is_file():
-        shards = set(json.loads(idx.read_text()).get("weight_map", {}).values())
+        shards = set(read_json(idx).get("weight_map", {}).values())
         lost = sorted(s for s in shards if not (p / s).is_file())
         if lost:
             problems.append(f"missing shards {lost[:3]}")

@@ -28,6 +28,7 @@ from rocktokens.training.stages import (
 )
 from rocktokens.core.prompts import encode_pair, encode_prompt, stop_ids
 from rocktokens.training.trainer import OptimConfig, Trainer
+from rocktokens.core.naming import opd_sorted
 
 log = logging.getLogger("rocktokens.train")
 
@@ -184,7 +185,7 @@ def check_context(cfg: dict, student) -> None:
 
 
 def checkpoint_names(outputs: dict) -> list[str]:
-    return sorted((k for k in outputs if k.startswith("opd-")), key=lambda k: int(k[4:]))
+    return opd_sorted(outputs)
 
 
 def stage2(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:

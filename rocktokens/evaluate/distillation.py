@@ -14,13 +14,13 @@ distillation (Eq. 1) is supposed to have improved, so the run first shows that i
 from __future__ import annotations
 
 import math
-import re
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from rocktokens.core.stats import minimum_detectable_effect, paired_bootstrap
+from rocktokens.core.naming import opd_sorted
 
 #: the gains the table reports: (name, from, to); "final" is the last OPD checkpoint
 GAINS = (("stage-1 KD", "student_base", "stage1"), ("OPD", "stage1", "final"), ("KD + OPD", "student_base", "final"))
@@ -28,7 +28,7 @@ GAINS = (("stage-1 KD", "student_base", "stage1"), ("OPD", "stage1", "final"), (
 
 def opd_order(checkpoints: Sequence[str]) -> list[str]:
     """The OPD checkpoint names (``opd-<k>``) among ``checkpoints``, in training order."""
-    return sorted((c for c in checkpoints if re.fullmatch(r"opd-\d+", str(c))), key=lambda c: int(str(c)[4:]))
+    return opd_sorted(checkpoints)
 
 
 def per_problem(evals: pd.DataFrame, benchmark: str) -> pd.DataFrame:

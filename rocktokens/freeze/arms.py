@@ -153,18 +153,17 @@ def check_freeze_config(config: dict) -> dict[str, ArmSpec]:
     return specs
 
 
-def arm_inputs(spec: ArmSpec, rock_outputs, Ks: Sequence[int], results: str) -> dict:
-    """What rule opd_arm reads beyond stage 1 (input keys of ``rocktokens.freeze.run.opd_arm``): the rock artifacts
-    (chosen K, token stats, every K's set and controls; the occurrences, from which W(v) is built, when it masks)
-    when the arm freezes or probes, and the reference arm's history when its lr is matched. ``rock_outputs``: the
-    rock_analysis rule's outputs."""
+def arm_inputs(spec: ArmSpec, rock_set: Mapping, scores, results: str) -> dict:
+    """What rule opd_arm reads beyond stage 1 (input keys of ``rocktokens.freeze.run.opd_arm``), when the arm freezes
+    or probes: the rock set it freezes and its controls (``rock_set``: ``rocks``, ``controls`` and, for freeze.K
+    "chosen", ``record`` = rocks/R.json; see :func:`frozen_set`), the token stats, and the occurrences from which W(v)
+    is built when it masks windows (``scores``: the rock_scores rule's outputs); the reference arm's history when its
+    lr is matched."""
     d = {}
     if spec.needs_rocks:
-        d.update(chosen=rock_outputs.chosen, token_stats=rock_outputs.stats)
-        for k in Ks:
-            d[f"rocks_K{k}"], d[f"controls_K{k}"] = getattr(rock_outputs, f"K{k}"), getattr(rock_outputs, f"controls{k}")
+        d.update(rock_set, token_stats=scores.stats)
     if spec.windows != "none":
-        d["occurrences"] = rock_outputs.occurrences
+        d.update(occurrences=scores.occurrences, scores=scores.info)
     if spec.lr_match:
         d["lr_reference"] = f"{results}/arms/{spec.lr_match}/history.parquet"
     return d
@@ -188,13 +187,22 @@ def probe_settings(spec: ArmSpec, config: Mapping) -> dict:
     return {k: p[k] for k in ("every", "min_freq") if k in p} if spec.probe else {}
 
 
-def resolve_K(K, chosen: Mapping) -> int:
-    """``freeze.K``: an integer, or "chosen" = the K of the rock analysis (``chosen_K.json`` key "K")."""
+def frozen_set(K, rock_set_R, results: str) -> dict:
+    """The rock set the arms freeze, as files: ``freeze.K`` "chosen" = the study's rock set R as written
+    (``rock_set_R``: that rule's outputs ``rocks``, ``controls``, ``record``), an integer K = that K's set
+    (``rocks/K{K}.parquet``), which does not depend on which K the stability analysis chooses."""
     if K == "chosen":
-        if "K" not in chosen:
-            raise ValueError("chosen_K.json has no key 'K'")
-        return int(chosen["K"])
-    return int(K)
+        return {"rocks": rock_set_R.rocks, "controls": rock_set_R.controls, "record": rock_set_R.record}
+    return {"rocks": f"{results}/rocks/K{int(K)}.parquet", "controls": f"{results}/rocks/K{int(K)}_controls.parquet"}
+
+
+def frozen_K(K, record: Mapping | None) -> int:
+    """The K of the frozen set: ``freeze.K`` when an integer, else the rock set R's (``rocks/R.json`` key "K")."""
+    if K != "chosen":
+        return int(K)
+    if not record or "K" not in record:
+        raise ValueError("freeze.K is 'chosen' but the rock set record (rocks/R.json) has no key 'K'")
+    return int(record["K"])
 
 
 # ----------------------------------------------------------------------------- the rock mask (Eq. 18–19)
@@ -214,13 +222,13 @@ class RockMasker:
                                   elevated=elevated_by_token(contexts, ids))
 
     @classmethod
-    def from_artifacts(cls, rocks: pd.DataFrame, occurrences: pd.DataFrame, chosen: Mapping) -> "RockMasker":
-        """From ``rocks/K<K>.parquet``, ``rocks/occurrences.parquet`` (the stored contexts and which of their
-        neighbours were persistent high-loss) and the context parameters the analysis used."""
-        p = chosen.get("context_params", {})
+    def from_artifacts(cls, rocks: pd.DataFrame, occurrences: pd.DataFrame, scores: Mapping) -> "RockMasker":
+        """From the frozen rock set, ``rocks/occurrences.parquet`` (the stored contexts and which of their
+        neighbours were persistent high-loss) and the context parameters the analysis used (``rocks/scores.json``)."""
+        p = scores.get("context_params", {})
         missing = [k for k in ("w", "gamma") if k not in p]
         if missing:
-            raise ValueError(f"chosen_K.json context_params lacks {missing}")
+            raise ValueError(f"rocks/scores.json context_params lacks {missing}")
         return cls(rocks["token_id"], stored_windows(occurrences, int(p["w"])), int(p["w"]), float(p["gamma"]),
                    p.get("similarity", "positional"), p.get("pad_policy", "never"))
 

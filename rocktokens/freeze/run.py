@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rocktokens.core.io import fingerprint, read_parquet, write_parquet
+from rocktokens.core.io import fingerprint, read_json, read_parquet, write_parquet
 from rocktokens.distill.entry import (
     backend_factory,
     check_context,
@@ -32,20 +32,19 @@ log = logging.getLogger("rocktokens.freeze")
 
 def _arm_weights(spec: dict, inputs: dict, arm, tok) -> tuple:
     """The arm's weight function (Eq. 19 / random control), its K, and the rock artifacts the probe may need."""
-    from rocktokens.freeze.arms import ArmWeights, RockMasker, frequency_bins, resolve_K
-    from rocktokens.core.io import read_json
+    from rocktokens.freeze.arms import ArmWeights, RockMasker, frequency_bins, frozen_K
 
     if not arm.needs_rocks:
         return ArmWeights(arm), None, {}
-    chosen = read_json(inputs["chosen"])
-    K = resolve_K(spec["freeze"]["K"], chosen)
-    if f"rocks_K{K}" not in inputs:
-        raise ValueError(f"freeze.K resolves to K={K}, which the rock analysis did not write (rocks.Ks)")
-    arts = {"rocks": inputs[f"rocks_K{K}"], "controls": inputs[f"controls_K{K}"], "token_stats": inputs["token_stats"]}
+    K = frozen_K(spec["freeze"]["K"], read_json(inputs["record"]) if "record" in inputs else None)
+    arts = {"rocks": inputs["rocks"], "controls": inputs["controls"], "token_stats": inputs["token_stats"]}
     if arm.windows == "none":
         return ArmWeights(arm), K, arts
     rocks = read_parquet(arts["rocks"], f"rock set K={K}")
-    masker = RockMasker.from_artifacts(rocks, read_parquet(inputs["occurrences"], "rock-analysis occurrences"), chosen)
+    if len(rocks) != K:
+        raise ValueError(f"the frozen rock set {inputs['rocks']} has {len(rocks)} types, not K={K}")
+    masker = RockMasker.from_artifacts(rocks, read_parquet(inputs["occurrences"], "rock-analysis occurrences"),
+                                       read_json(inputs["scores"]))
     if arm.windows != "random":
         return ArmWeights(arm, masker), K, arts
     stats = read_parquet(arts["token_stats"], "token stats")
@@ -129,13 +128,12 @@ def opd_arm(spec: dict, inputs: dict, outputs: dict, state_dir) -> None:
 
 def _lr_match(inputs: dict, fz: dict, lr0: float, fp: str, path: Path, trial) -> dict:
     """The lr of an ``lr_match`` arm (rule in ``rocktokens.freeze.arms``); cached beside the state for resumed runs."""
-    import json
 
     from rocktokens.freeze.arms import lr_match_target, next_lr
     from rocktokens.core.io import write_json
 
     if path.exists():
-        cached = json.loads(path.read_text())
+        cached = read_json(path)
         if cached.get("fingerprint") == fp:
             return cached
     n = fz["lr_match"]["steps"]

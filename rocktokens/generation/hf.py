@@ -340,7 +340,7 @@ class HFBackend(GenerationBackend):
         self.model.eval()
         try:
             with torch.inference_mode(), _blank_generation_config(self.model):
-                for batch in tqdm(batches, desc="generate (hf)", unit="batch", disable=None if self.progress else True):
+                for batch in tqdm(batches, desc="generate (hf)", unit="batch", disable=not self.progress):
                     for i, res in zip(batch, self._generate_batch([requests[i] for i in batch], batch, params)):
                         results[i] = res
         finally:

@@ -28,7 +28,7 @@ problems × samples in one ``backend.generate`` call.
 Candidates (:func:`screen_candidates`): the top ``K_screen`` token types by the Rock Score R(v) (Eq. 4) of the
 rock analysis — the *same* score and order (``rocktokens.rocks.sets.ranked``) that define the rock sets ``rocks/K*.parquet``
 frozen in training, so the screened pool contains every rock set with K ≤ K_screen (FACTS.md mistake 6; checked:
-K_screen ≥ max(rocks.Ks) at parse time, ≥ the chosen K when the plan is made).
+K_screen ≥ max(rocks.Ks) at parse time, ≥ the core K when the effects are categorised).
 
 Pairing: the seed of (benchmark, problem, sample) is ``derive_seed(seed, "knockout", benchmark, problem, sample)``
 in every arm, so an arm whose ban never bites reproduces the baseline sample exactly (HF backend; vLLM up to its
@@ -58,6 +58,7 @@ import pandas as pd
 
 from rocktokens.generation import GenerationRequest, SamplingParams
 from rocktokens.generation.base import LocalBan
+from rocktokens.core.io import read_json
 from rocktokens.core.seeding import derive_seed
 from rocktokens.core.stats import classify, paired_bootstrap
 from rocktokens.rocks.windows import contexts_by_token, window_candidates
@@ -120,28 +121,33 @@ def check_ids_in_vocab(ids: Iterable[int], vocab_size: int, what: str = "candida
         raise KnockoutInputError(f"{len(bad)} {what} id(s) outside the vocabulary [0, {vocab_size}): {bad[:10]}")
 
 
-def screen_candidates(stats: pd.DataFrame, k_screen: int, core_k: int, vocab_size: int) -> pd.DataFrame:
+def screen_candidates(stats: pd.DataFrame, k_screen: int, vocab_size: int) -> pd.DataFrame:
     """The screening pool R̃: the top ``k_screen`` types by R(v) (Eq. 4), ranked exactly as the rock sets.
 
-    Columns: ``rank`` (1-based, by R), ``token_id``, ``qwen3_id``, ``token``, ``freq``, ``R``, ``in_core``
-    (rank ≤ ``core_k``: the definitional K set of §2.2, the "K=100 core" of Appendix D.2). When the corpus has
-    fewer types than ``k_screen``, all are screened (logged).
+    Columns: ``rank`` (1-based, by R), ``token_id``, ``qwen3_id``, ``token``, ``freq``, ``R``. When the corpus has
+    fewer types than ``k_screen``, all are screened (logged). The core (:func:`mark_core`) is a statistic, marked
+    after the generation: it never reaches the plan the shards read.
     """
     from rocktokens.rocks.sets import ranked
 
     if int(k_screen) < 1:
         raise KnockoutInputError(f"k_screen must be >= 1, got {k_screen}")
-    if int(core_k) < 1:
-        raise KnockoutInputError(f"core K must be >= 1, got {core_k}")
     df = ranked(stats)  # the rock score in force (token_stats.rock_score, rocks.score), as the rock sets
     if len(df) < k_screen:
         log.warning("only %d token types in the corpus: screening all of them (k_screen=%d)", len(df), k_screen)
     df = df.head(int(k_screen))
     check_ids_in_vocab(df["token_id"], vocab_size)
     cols = [c for c in ("rank", "token_id", "qwen3_id", "token", "freq", "R") if c in df.columns]
-    out = df[cols].reset_index(drop=True).copy()
-    out["in_core"] = out["rank"] <= int(core_k)
-    return out
+    return df[cols].reset_index(drop=True).copy()
+
+
+def mark_core(candidates: pd.DataFrame, core_k: int) -> pd.DataFrame:
+    """``in_core``: rank ≤ ``core_k``, the definitional K set of §2.2 (the "K=100 core" of Appendix D.2; the
+    sign tests' core). The pool must contain it (the paper screens R̃ ⊃ R, FACTS.md mistake 6)."""
+    if int(core_k) < 1:
+        raise KnockoutInputError(f"core K must be >= 1, got {core_k}")
+    check_k_screen(int(candidates["rank"].max()) if len(candidates) else 0, int(core_k), "the core")
+    return candidates.assign(in_core=candidates["rank"] <= int(core_k))
 
 
 def check_policies(policies: Iterable[str] | None = None) -> tuple[str, ...]:
@@ -186,13 +192,13 @@ def local_ban(contexts: pd.DataFrame, v: int, banned: Sequence[int], context: Ma
     contexts (module docstring; the rule is :class:`rocktokens.generation.base.LocalBan`), with ``reach`` = w (the
     ban lasts from the recognised centre through v's right half).
 
-    ``context``: the rock analysis's context parameters (``chosen_K.json`` ``context_params``: ``w``, ``gamma``,
+    ``context``: the rock analysis's context parameters (``rocks/scores.json`` ``context_params``: ``w``, ``gamma``,
     ``similarity``, ``pad_policy``). The left halves (offsets −w … −1) of v's stored contexts are deduplicated;
     halves that can never match (fewer than m_left non-PAD ids under ``pad_policy="never"``) are dropped. None when
     no stored context of v can ever match: the arm is the baseline."""
     missing = [k for k in ("w", "gamma") if k not in context]
     if missing:
-        raise KnockoutInputError(f"the context parameters lack {missing} (chosen_K.json context_params)")
+        raise KnockoutInputError(f"the context parameters lack {missing} (rocks/scores.json context_params)")
     rows = contexts[contexts["token_id"] == int(v)]
     if rows.empty:
         return None
@@ -223,7 +229,7 @@ def plan(candidates: pd.DataFrame, contexts: pd.DataFrame, shard_size: int, min_
         raise KnockoutInputError(f"shard_size must be >= 1, got {shard_size}")
     policies = check_policies(policies)
     if "local" in policies and context is None:
-        raise KnockoutInputError("the local policy needs the context parameters (chosen_K.json context_params)")
+        raise KnockoutInputError("the local policy needs the context parameters (rocks/scores.json context_params)")
     pool = candidates["token_id"].astype(int).tolist()
     rows = []
     for v in pool:
@@ -403,14 +409,14 @@ def run_shard(backend, tokenizer, benches: Mapping[str, pd.DataFrame], arms: Seq
         spec_path = state / "spec.json"
         full_spec = {"spec": spec or {}, "arms": list(arms), "arms_per_chunk": int(arms_per_chunk),
                      "local": {a: local[a].to_dict() for a in arms if is_local(a) and local and a in local}}
-        if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(full_spec, default=str)):
+        if spec_path.exists() and read_json(spec_path) != json.loads(json.dumps(full_spec, default=str)):
             log.info("knockout state in %s is for other settings: starting afresh", state)
             for f in state.glob("chunk-*.parquet"):
                 f.unlink()
         state.mkdir(parents=True, exist_ok=True)
         write_json(full_spec, spec_path, sort_keys=True)
     parts = []
-    for i, chunk in enumerate(tqdm(chunks, desc="knockout arms", unit="chunk", disable=None if progress else True)):
+    for i, chunk in enumerate(tqdm(chunks, desc="knockout arms", unit="chunk", disable=not progress)):
         path = state / f"chunk-{i:04d}.parquet" if state is not None else None
         if path is not None and path.exists():
             parts.append(pd.read_parquet(path))
@@ -666,21 +672,18 @@ def check_knockout_config(config: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- rule bodies
-def make_plan(stats: pd.DataFrame, contexts: pd.DataFrame, chosen: dict, *, k_screen: int, core_K: int | None,
-              shard_size: int, window_min_share: float = 0.0, policies: Iterable[str] | None = None,
-              vocab_size: int):
+def make_plan(stats: pd.DataFrame, contexts: pd.DataFrame, scores: dict, *, k_screen: int, shard_size: int,
+              window_min_share: float = 0.0, policies: Iterable[str] | None = None, vocab_size: int):
     """Rule knockout_plan: (candidates with their shard and window size, the (candidate, policy) → arm plan).
 
-    The core K (Appendix D.2's "K=100 core") is ``core_K``, or the chosen K of the rock analysis when None;
-    K_screen below the chosen K is an error (the pool must contain R). The local policy's matching uses the rock
-    analysis's own context parameters (``chosen["context_params"]``: w, γ, similarity, PAD policy).
+    It reads the rock scores only (not which K is chosen): the pool is the top K_screen by the score in force. The
+    local policy's matching uses the rock analysis's own context parameters (``scores["context_params"]``,
+    ``rocks/scores.json``: w, γ, similarity, PAD policy).
     """
-    check_k_screen(k_screen, int(chosen["K"]), "the chosen")
-    core_k = core_K if core_K is not None else int(chosen["K"])
     policies = check_policies(policies)
-    cands = screen_candidates(stats, k_screen, core_k, vocab_size)
+    cands = screen_candidates(stats, k_screen, vocab_size)
     p = plan(cands, contexts, shard_size, window_min_share, policies,
-             chosen.get("context_params") if "local" in policies else None)
+             scores.get("context_params") if "local" in policies else None)
     tok = p[p["policy"] == "token"][["token_id", "shard"]]
     cands = cands.merge(tok, on="token_id")
     if "window" in policies or "local" in policies:
@@ -691,7 +694,7 @@ def make_plan(stats: pd.DataFrame, contexts: pd.DataFrame, chosen: dict, *, k_sc
         n_ctx = loc["local"].map(lambda sp: len(json.loads(sp)["contexts"]) if sp else 0)
         cands = cands.merge(pd.DataFrame({"token_id": loc["token_id"], "local_contexts": n_ctx.to_numpy()}),
                             on="token_id")
-    log.info("screening %d candidates (core K=%d) under %s in %d shard(s); %d distinct arms%s", len(cands), core_k,
+    log.info("screening %d candidates under %s in %d shard(s); %d distinct arms%s", len(cands),
              "/".join(policies), p["shard"].nunique(), p["arm"].nunique(),
              f"; mean |W(v)| = {cands['window_size'].mean():.1f}" if "window_size" in cands else "")
     return cands, p
@@ -707,7 +710,7 @@ def tables(categories: pd.DataFrame, eff: pd.DataFrame, preds: pd.DataFrame, can
     benches = list(benchmarks)
     deltas = categories[["benchmark", "token_id", "delta_token"]].rename(columns={"delta_token": "delta"})
     baseline = categories.groupby("benchmark")["baseline_acc"].first().to_dict()
-    core = candidates.loc[candidates["in_core"], "token_id"].tolist()
+    core = sorted(set(categories.loc[categories["in_core"].astype(bool), "token_id"].astype(int)))
     return {
         "table1": correlation_table(deltas, preds, PREDICTORS, benches),
         "table2": _per_census(categories, lambda c: census(c, baseline, benches)),

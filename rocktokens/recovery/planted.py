@@ -267,7 +267,7 @@ def summary_rows(s: Mapping) -> list[tuple[str, str, float]]:
 _ROLE_COLOURS = {"pillar": "#c0392b", "neutral": "#7f8c8d", "stumbling": "#2471a3"}
 
 
-def plot_recovery(rec: pd.DataFrame, conf: pd.DataFrame, path, test: str = "bh") -> None:
+def plot_recovery(rec: pd.DataFrame, conf: pd.DataFrame, path, test: str = "bh", dpi: int = 110) -> None:
     """Per benchmark (rows): Δ with its 95 % interval of every planted type in the pool under the token policy,
     coloured by planted role (left), and the confusion matrix planted role × called category of each policy
     (right, at ``test``). From the artifacts only; written atomically."""
@@ -312,7 +312,7 @@ def plot_recovery(rec: pd.DataFrame, conf: pd.DataFrame, path, test: str = "bh")
             ax.set_title(f"{b}: {policy} policy ({'BH' if test == 'bh' else 'level α'})", fontsize=9)
     fig.tight_layout()
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
 
 

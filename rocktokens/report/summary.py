@@ -17,7 +17,6 @@ K ≈ K*/2 — so a run whose grid is 5–20 with K* = 20 compares K ≤ 20, K �
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -27,7 +26,9 @@ from typing import Mapping
 import pandas as pd
 
 from rocktokens.core.formatting import NA, fnum, fp, fpct, isnum
+from rocktokens.core.io import read_json
 from rocktokens.geometry.gradients import GROUP_LABELS, GROUPS
+from rocktokens.core.naming import opd_sorted
 
 COLUMNS = ["section", "quantity", "this_run", "paper", "value", "paper_value", "source", "note"]
 SECTIONS = ["Rock Tokens (§2, App. E)", "Gradient geometry (§2.6, Fig. 3)", "Knockout (§3, App. D, Tables 1–2)",
@@ -112,13 +113,13 @@ def _cols(df: pd.DataFrame, cols, what: str) -> pd.DataFrame:
 
 
 def _short(path) -> str:
-    """``results/<run>/rocks/chosen_K.json`` → ``rocks/chosen_K.json`` (the name inside the run directory)."""
+    """``results/<run>/rocks/R.json`` → ``rocks/R.json`` (the name inside the run directory)."""
     p = Path(path)
     return "/".join(p.parts[-2:]) if len(p.parts) >= 2 else p.name
 
 
 ARTIFACTS = {  # key -> (kind, required)
-    "chosen": ("json", True), "gradients": ("json", True), "persistence": ("json", True),
+    "rocks": ("json", True), "gradients": ("json", True), "persistence": ("json", True),
     "table1": ("tsv", True), "table2": ("tsv", True), "sign_test": ("tsv", True),
     "multiple_testing": ("tsv", True), "freeze_arms": ("tsv", False), "freeze_accuracy": ("tsv", False),
     "accuracy": ("tsv", True), "probe": ("json", False), "distillation": ("json", False),
@@ -141,7 +142,7 @@ def load_artifacts(paths: Mapping[str, str | Path]) -> dict:
         if not p.exists():
             raise SummaryInputError(f"{key} artifact not found: {p}")
         try:
-            data = json.loads(p.read_text()) if kind == "json" else pd.read_csv(p, sep="\t")
+            data = read_json(p) if kind == "json" else pd.read_csv(p, sep="\t")
         except (ValueError, pd.errors.ParserError) as e:
             raise SummaryInputError(f"{key} artifact {p} is not valid {kind}: {e}") from None
         out[key] = (data, _short(p))
@@ -152,7 +153,7 @@ def load_artifacts(paths: Mapping[str, str | Path]) -> dict:
 # the sections
 
 
-def rock_rows(chosen: Mapping, src: str = "rocks/chosen_K.json") -> list[Row]:
+def rock_rows(chosen: Mapping, src: str = "rocks/R.json") -> list[Row]:
     """Chosen K, coverage, vocabulary share, densities and Jaccard at the paper's cutoffs mapped to this run."""
     S, P = SECTIONS[0], PAPER
     K = int(_need(chosen, ["K"], src))
@@ -465,7 +466,7 @@ def accuracy_rows(accuracy: pd.DataFrame, src: str = "eval/accuracy.tsv") -> lis
     """Per benchmark: teacher, student base, stage 1 and the final OPD checkpoint (value = final OPD)."""
     S = SECTIONS[4]
     _cols(accuracy, ["checkpoint", "benchmark", "pass@1"], src)
-    opd = sorted({c for c in accuracy["checkpoint"] if re.fullmatch(r"opd-\d+", str(c))}, key=lambda c: int(c[4:]))
+    opd = opd_sorted(set(accuracy["checkpoint"]))
     final = opd[-1] if opd else None
     shown = [c for c in ("teacher", "student_base", "stage1") if (accuracy["checkpoint"] == c).any()]
     shown += [final] if final else []
@@ -502,7 +503,7 @@ def summary_table(artifacts: Mapping) -> pd.DataFrame:
     """The long "this run vs the paper" table from :func:`load_artifacts`' output."""
     a = {k: v[0] for k, v in artifacts.items()}
     s = {k: v[1] for k, v in artifacts.items()}
-    rows = [*rock_rows(a["chosen"], s["chosen"]),
+    rows = [*rock_rows(a["rocks"], s["rocks"]),
             *geometry_rows(a["gradients"], a["persistence"], a.get("probe"), s["gradients"], s["persistence"],
                            s.get("probe", "geometry/optimizer_probe.json")),
             *knockout_rows(a["table1"], a["table2"], a["sign_test"], a["multiple_testing"], s),

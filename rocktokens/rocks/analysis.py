@@ -7,12 +7,16 @@
    recorded in ``token_stats.parquet`` (:func:`rocktokens.rocks.sets.with_rock_score`); coverage by K under it.
 4. Stability of the top-K over independent resamples of n problems, under the same score (for R_ctx the whole
    detection of step 2 is re-run on each sub-corpus, its loss thresholds included); the chosen K.
-5. Rock sets for every K with functional clusters and frequency-matched controls; per-sequence densities; how
-   many of the chosen set pass Eq. 14 (``chosen_K.json`` → ``context_filter``).
+5. Rock sets for every K with functional clusters and frequency-matched controls.
+6. The rock set R at the chosen K, written once (``rocks/R.parquet``, ``R_controls.parquet``, ``R.json``) and read by
+   every later stage; per-sequence densities; how many of R pass Eq. 14 (``R.json`` → ``context_filter``).
+
+Each step is one rule (rules/rocks.smk) with only the settings it reads, so a change stops where its effect stops.
 """
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -88,57 +92,98 @@ def context_filter_counts(stats: pd.DataFrame, rocks: pd.DataFrame) -> dict:
             "n_in_rock_vocab": int(sum(int(t) in in_v for t in rocks["token_id"]))}
 
 
-def analyse(token_dir, cfg: dict, pre: str, post: str, seed: int, exclude_ids=()) -> dict:
-    """Every artifact of the rock analysis as DataFrames/dicts (written by the rule's script)."""
-    loss = cfg["loss"]
-    ctx = cfg["context"]
-    score = cfg["score"]
+def score_tokens(token_dir, cfg: Mapping, pre: str, post: str, n_candidates: int) -> dict:
+    """Rule rock_scores (steps 1–3): token stats with the context columns, functional cluster and the rock score in
+    force; coverage by K; the occurrences with their Eq. 5/9 flags; the stored high-divergence contexts (windows).
+
+    ``cfg``: ``loss``, ``score``, ``context``, ``duckdb`` of config ``rocks``; ``n_candidates``: max(rocks.Ks)."""
+    loss, ctx, score = cfg["loss"], cfg["context"], cfg["score"]
     if score not in ROCK_SCORES:
         raise ValueError(f"rocks.score {score!r} not in {ROCK_SCORES}")
-    n_cand = max(cfg["Ks"])
     with Aggregator.from_config(token_dir, cfg) as agg:
         totals = agg.corpus_totals(post, loss)
-        bad_K = [K for K in cfg["Ks"] if K > totals["n_types"]]
-        if bad_K:
-            raise ValueError(f"rocks.Ks {bad_K} exceed the {totals['n_types']} token types seen in the trajectories")
+        if n_candidates > totals["n_types"]:
+            raise ValueError(f"rocks.Ks up to {n_candidates} exceed the {totals['n_types']} token types seen in the "
+                             "trajectories")
         occ = paired_losses(token_dir, pre, post, loss)
         sid, pos, tok = occ["seq_id"].to_numpy(), occ["position"].to_numpy(), occ["token_id"].to_numpy()
         by_seq = sequences_from_occurrences(sid, pos, tok)
-        stats, det = rock_scores(agg, occ, post, loss, ctx, n_candidates=n_cand, tokens_by_seq=by_seq)
-        # with each neighbour's Eq. 5 flag: W(v) for the freeze arms and the window knockout (rocktokens.rocks.windows)
-        windows = high_divergence_contexts(by_seq, sid, pos, tok, det.occurrences["consistent"].to_numpy(), ctx["w"],
-                                           elevated=det.occurrences["in_PH"].to_numpy())
-        stats["cluster"] = [functional_cluster(t) for t in stats["token"]]
-        stats = with_rock_score(stats, score)  # every later reader ranks by the score in force
-        coverage = coverage_curve(stats)
-        problems = sorted(occ["problem_id"].unique())
-        st = cfg["stability"]
+        stats, det = rock_scores(agg, occ, post, loss, ctx, n_candidates=n_candidates, tokens_by_seq=by_seq)
+    # with each neighbour's Eq. 5 flag: W(v) for the freeze arms and the window knockout (rocktokens.rocks.windows)
+    windows = high_divergence_contexts(by_seq, sid, pos, tok, det.occurrences["consistent"].to_numpy(), ctx["w"],
+                                       elevated=det.occurrences["in_PH"].to_numpy())
+    stats["cluster"] = [functional_cluster(t) for t in stats["token"]]
+    stats = with_rock_score(stats, score)  # every later reader ranks by the score in force
+    occ_out = occ[_OCC_COLS].assign(in_PH=det.occurrences["in_PH"].to_numpy(), rho=det.occurrences["rho"].to_numpy(),
+                                    consistent=det.occurrences["consistent"].to_numpy())
+    info = {"corpus": totals, "context_params": det.params, "loss": loss, "pre_scorer": pre, "post_scorer": post,
+            "score": score}
+    return {"stats": stats, "coverage": coverage_curve(stats), "occurrences": occ_out, "windows": windows,
+            "info": info}
+
+
+def choose_rock_K(token_dir, coverage: pd.DataFrame, cfg: Mapping, pre: str, post: str, seed: int) -> dict:
+    """Rule rock_stability (step 4): Jaccard stability of the top-K under resamples of n problems, under the score in
+    force (for R_ctx the whole detection is re-run on each sub-corpus), and the chosen K.
+
+    ``cfg``: ``loss``, ``score``, ``Ks``, ``stability``, ``duckdb`` (and ``context`` when the score is R_ctx)."""
+    loss, score, Ks, st = cfg["loss"], cfg["score"], cfg["Ks"], cfg["stability"]
+    occ = paired_losses(token_dir, pre, post, loss)
+    problems = sorted(occ["problem_id"].unique())
+    with Aggregator.from_config(token_dir, cfg) as agg:
         if score == "R":
             def sub_stats(ids):
                 return agg.token_stats(post, loss, problems=list(ids), extras=False)
         else:  # R_ctx of a sub-corpus: the whole detection re-run on it
             def sub_stats(ids):
-                return rock_scores(agg, occ, post, loss, ctx, problems=ids, n_candidates=n_cand, extras=False)[0]
-        stab = stability(sub_stats, problems, cfg["Ks"], ns=st["ns"], B=st["B"], seed=seed, score=score)
-        summary = stability_summary(stab)
-        K, evidence = choose_K(summary, coverage, cfg["Ks"], min_jaccard=st["min_jaccard"])
-        sets, controls = {}, {}
-        for k in cfg["Ks"]:
-            sets[k] = rock_set(stats, k)
-            controls[k] = frequency_matched_controls(stats, sets[k], seed=seed, tol=cfg["control_tol"],
-                                                     exclude=exclude_ids, strict=cfg["control_strict"])
-        occ_out = occ[_OCC_COLS].assign(in_PH=det.occurrences["in_PH"].to_numpy(),
-                                        rho=det.occurrences["rho"].to_numpy(),
-                                        consistent=det.occurrences["consistent"].to_numpy())
-        density = agg.seq_density(post, sets[K]["token_id"].tolist(), consistent=occ_out[occ_out["consistent"]])
-    chosen = {"K": int(K), "evidence": evidence,
-              "controls_total_ratio": {int(k): float(c["total_ratio"].iloc[0]) for k, c in controls.items()}, "corpus": totals, "context_params": det.params,
-              "loss": loss, "pre_scorer": pre, "post_scorer": post, "score": score,
-              "context_filter": context_filter_counts(stats, sets[K]),
+                return rock_scores(agg, occ, post, loss, cfg["context"], problems=ids, n_candidates=max(Ks),
+                                   extras=False)[0]
+        stab = stability(sub_stats, problems, Ks, ns=st["ns"], B=st["B"], seed=seed, score=score)
+    summary = stability_summary(stab)
+    K, evidence = choose_K(summary, coverage, Ks, min_jaccard=st["min_jaccard"])
+    log.info("rock score %s: chosen K=%d; coverage %.3f", score, K, evidence.get("coverage", float("nan")))
+    return {"stability": stab, "summary": summary, "chosen": {"K": int(K), "evidence": evidence, "score": score}}
+
+
+def rock_set_with_controls(stats: pd.DataFrame, K: int, cfg: Mapping, seed: int, exclude_ids=()):
+    """Rule rock_set (step 5, one K): the top-K set under the score in force, with functional clusters, and its
+    frequency-matched controls. ``cfg``: ``control_tol``, ``control_strict``."""
+    rocks = rock_set(stats, K)
+    return rocks, frequency_matched_controls(stats, rocks, seed=seed, tol=cfg["control_tol"], exclude=exclude_ids,
+                                             strict=cfg["control_strict"])
+
+
+def definitional_set(token_dir, stats: pd.DataFrame, occurrences: pd.DataFrame, rocks: pd.DataFrame,
+                     controls: pd.DataFrame, chosen: Mapping, info: Mapping, cfg: Mapping) -> dict:
+    """Rule rock_set_R: the study's one rock set R (the chosen K's set, read by every later stage), its controls,
+    per-sequence densities, and ``R.json``: the chosen K with its evidence, the scoring info, how many of R pass
+    Eq. 14 and the median densities. ``cfg``: ``duckdb``."""
+    K = int(chosen["K"])
+    if len(rocks) != K:
+        raise ValueError(f"the rock set handed in has {len(rocks)} types, the chosen K is {K}")
+    with Aggregator.from_config(token_dir, cfg) as agg:
+        density = agg.seq_density(info["post_scorer"], rocks["token_id"].tolist(),
+                                  consistent=occurrences[occurrences["consistent"]])
+    record = {**chosen, **info, "controls_total_ratio": float(controls["total_ratio"].iloc[0]),
+              "context_filter": context_filter_counts(stats, rocks),
               "median_density": float(np.median(density["density"])) if len(density) else float("nan"),
               "median_density_ctx": float(np.median(density["density_ctx"])) if len(density) else float("nan")}
-    log.info("rock score %s; chosen K=%d; coverage %.3f; median rock density %.3f (context-consistent occurrences "
-             "%.3f); %d of the %d rocks pass Eq. 14", score, K, evidence.get("coverage", float("nan")),
-             chosen["median_density"], chosen["median_density_ctx"], chosen["context_filter"]["n_in_rock_vocab"], K)
-    return {"stats": stats, "coverage": coverage, "occurrences": occ_out, "stability": stab, "summary": summary,
-            "chosen": chosen, "sets": sets, "controls": controls, "density": density, "windows": windows}
+    log.info("rock set R: K=%d; median rock density %.3f (context-consistent occurrences %.3f); %d of the %d rocks "
+             "pass Eq. 14", K, record["median_density"], record["median_density_ctx"],
+             record["context_filter"]["n_in_rock_vocab"], K)
+    return {"rocks": rocks, "controls": controls, "density": density, "record": record}
+
+
+def analyse(token_dir, cfg: dict, pre: str, post: str, seed: int, exclude_ids=()) -> dict:
+    """The whole rock analysis in one call, as the four rules run it (rock_scores → rock_stability → rock_set per K
+    → rock_set_R): every artifact as DataFrames/dicts."""
+    scored = score_tokens(token_dir, cfg, pre, post, max(cfg["Ks"]))
+    chosen = choose_rock_K(token_dir, scored["coverage"], cfg, pre, post, seed)
+    sets, controls = {}, {}
+    for k in cfg["Ks"]:
+        sets[k], controls[k] = rock_set_with_controls(scored["stats"], k, cfg, seed, exclude_ids)
+    K = chosen["chosen"]["K"]
+    R = definitional_set(token_dir, scored["stats"], scored["occurrences"], sets[K], controls[K], chosen["chosen"],
+                         scored["info"], cfg)
+    return {**scored, "stability": chosen["stability"], "summary": chosen["summary"], "chosen": R["record"],
+            "sets": sets, "controls": controls, "density": R["density"]}

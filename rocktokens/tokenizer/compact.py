@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rocktokens.core.io import write_json
+from rocktokens.core.io import read_json, write_json
 
 from .qwen3 import atomic_directory
 
@@ -114,7 +114,7 @@ def build_compact_tokenizer(
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
 
-    full_json = json.loads((full_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    full_json = read_json(full_dir / "tokenizer.json")
     model = full_json["model"]
     if model.get("type") != "BPE":
         raise ValueError(f"{full_dir}: expected a BPE tokenizer, got {model.get('type')}")
@@ -167,7 +167,7 @@ def build_compact_tokenizer(
                 raise AssertionError(f"compact tokenizer segments texts[{k}] differently: {texts[k][:80]!r}")
 
     config_path = full_dir / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    config = read_json(config_path) if config_path.exists() else {}
     if "added_tokens_decoder" in config:
         by_content = {d["content"]: n_bpe + k for k, d in enumerate(added)}
         config["added_tokens_decoder"] = {

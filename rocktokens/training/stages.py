@@ -63,7 +63,8 @@ def run_offline(trainer: Trainer, seqs: Sequence[TokenSequence], sched: Schedule
         raise ValueError(f"{desc}: no training sequences")
     progress = trainer.resume() or {"step": 0, "history": []}
     history = progress["history"]
-    bar = tqdm(range(progress["step"], sched.total_updates), desc=desc, initial=progress["step"], total=sched.total_updates)
+    bar = tqdm(range(progress["step"], sched.total_updates), desc=desc, initial=progress["step"], total=sched.total_updates,
+               disable=not trainer.acc.is_main_process)  # one bar per job, not one per rank
     for u in bar:
         stats = trainer.update(offline_batch(seqs, u, trainer.optim.global_batch, seed))
         history.append({"update": u + 1, **{k: v for k, v in stats.items() if k not in DETAIL_KEYS}})
@@ -189,7 +190,8 @@ def run_opd(trainer: Trainer, prompts: Sequence[list[int]], cfg: OPDConfig, seed
     if probe is not None and progress.get("probe") is not None:
         probe.load_state_dict(progress["probe"])
     backend = backend_factory(trainer.unwrapped())
-    bar = tqdm(range(progress["step"], total), desc=desc, initial=progress["step"], total=total)
+    bar = tqdm(range(progress["step"], total), desc=desc, initial=progress["step"], total=total,
+               disable=not trainer.acc.is_main_process)  # one bar per job, not one per rank
     for step in bar:
         start = step * cfg.prompts_per_step
         order = [int(permutation(len(prompts), seed, "opd-epoch", (start + k) // len(prompts))[(start + k) % len(prompts)])

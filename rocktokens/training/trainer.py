@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from rocktokens.core.io import atomic_file
+from rocktokens.core.io import atomic_file, read_json
 from rocktokens.core.losses import LossSpec, chunked_head_loss
 from rocktokens.models import final_hidden, output_weight, save_checkpoint
 from rocktokens.core.sequences import TokenSequence, collate, split_micro_batches
@@ -59,24 +59,46 @@ class OptimConfig:
         return cls(**{k: v for k, v in c.items() if k in fields})
 
     def lr_lambda(self, total_updates: int):
+        """The lr multiplier of update ``step`` (0-based; ``LambdaLR`` takes it), from ``transformers.get_scheduler``.
+
+        Warmup over the first W = round(warmup_ratio · T) updates, update s using (s + 1) / W (so the first update
+        already moves, and update W − 1 runs at the full lr); then ``constant`` (1), or ``linear`` / ``cosine`` decay
+        from 1 at update W to ``min_lr_ratio`` at update T (reached by the lr reported after the last update).
+        No single transformers schedule has this shape (its warmups start at 0 / W, or blend ``min_lr_ratio`` into
+        the warmup), so the two phases are two of its schedules placed one after the other:
+        * warmup: the warmup phase of ``cosine_warmup_with_min_lr``, (s + 1) / W for s < W;
+        * after it, counted from update W: ``constant``, or ``warmup_stable_decay`` without warmup, decaying
+          (``decay_type`` linear / cosine) to ``min_lr_ratio`` over T − W updates (one stable update when T = W).
+        Floats are the ones the hand-written formula gave before (tests/test_training.py pins them with ==).
+        """
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"unknown lr schedule {self.schedule!r}")
         warm = max(0, int(round(self.warmup_ratio * total_updates)))
+        rise = _hf_lr_lambda("cosine_warmup_with_min_lr", num_warmup_steps=warm, num_training_steps=total_updates,
+                             scheduler_specific_kwargs={"min_lr_rate": self.min_lr_ratio}) if warm else None
+        if self.schedule == "constant":
+            after = _hf_lr_lambda("constant")
+        else:
+            n_decay = max(0, total_updates - warm)
+            after = _hf_lr_lambda("warmup_stable_decay", num_warmup_steps=0, scheduler_specific_kwargs={
+                "num_decay_steps": n_decay, "num_stable_steps": 0 if n_decay else 1, "decay_type": self.schedule,
+                "min_lr_ratio": self.min_lr_ratio})
 
         def f(step: int) -> float:
-            if warm and step < warm:
-                return (step + 1) / warm
-            if self.schedule == "constant":
-                return 1.0
-            frac = (step - warm) / max(1, total_updates - warm)
-            frac = min(max(frac, 0.0), 1.0)
-            if self.schedule == "linear":
-                decay = 1.0 - frac
-            elif self.schedule == "cosine":
-                decay = 0.5 * (1.0 + math.cos(math.pi * frac))
-            else:
-                raise ValueError(f"unknown lr schedule {self.schedule!r}")
-            return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay
+            return rise(step) if step < warm else after(step - warm)
 
         return f
+
+
+def _hf_lr_lambda(name: str, **kw):
+    """The multiplier function of the transformers schedule ``name`` (``transformers.get_scheduler``), built on a
+    throwaway one-parameter optimizer: the trainer's own ``LambdaLR`` applies it, so its saved state is the same
+    as before."""
+    from transformers import get_scheduler
+
+    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    (fn,) = get_scheduler(name, dummy, **kw).lr_lambdas
+    return fn
 
 
 class Trainer:
@@ -189,7 +211,9 @@ class Trainer:
             self.probe.after_step(self)
         del before
         instrument += self._pause() - t_i
-        self.sched.step()
+        # the wrapped scheduler itself: accelerate's wrapper steps it num_processes times per call (it assumes a
+        # schedule counted in per-process batches); ours counts global updates (OptimConfig.lr_lambda)
+        self.sched.scheduler.step()
         self.opt.zero_grad(set_to_none=True)
         self.updates += 1
         if acc.num_processes > 1:
@@ -229,7 +253,7 @@ class Trainer:
         ptr = self.state_dir / "latest.json"
         if not ptr.exists():
             return None
-        name = json.loads(ptr.read_text())["dir"]
+        name = read_json(ptr)["dir"]
         return self.state_dir / name
 
     def resume(self) -> dict | None:
@@ -237,7 +261,7 @@ class Trainer:
         d = self._latest()
         if d is None or not d.exists():
             return None
-        progress = json.loads((d / "progress.json").read_text())
+        progress = read_json(d / "progress.json")
         if progress.get("fingerprint") != self.fingerprint:
             log.warning("discarding saved state in %s: it was written for other inputs or settings", self.state_dir)
             if self.acc.is_main_process:

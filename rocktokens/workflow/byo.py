@@ -11,8 +11,9 @@ Everything here runs at parse time (``rules/common.smk``): :func:`resolve` deriv
 the checkpoint list, :func:`check` stops with one :class:`ByoError` naming the key and the cause before any job.
 """
 from __future__ import annotations
+from rocktokens.core.io import read_json
+from rocktokens.core.naming import opd_name
 
-import json
 from pathlib import Path
 
 __all__ = ["ByoError", "resolve", "check", "checkpoint_dirs", "freeze_on", "dataset_file", "needed_datasets",
@@ -37,7 +38,7 @@ def checkpoint_dirs(config: dict) -> dict[str, str]:
     if ck.get("student_base"):
         out["student_base"] = ck["student_base"]
     out["stage1"] = ck["pre_opd"]
-    out.update({f"opd-{k}": d for k, d in enumerate(ck["opd"], start=1)})
+    out.update({opd_name(k): d for k, d in enumerate(ck["opd"], start=1)})
     return out
 
 
@@ -73,7 +74,7 @@ def resolve(config: dict) -> None:
 
 
 def _vocab_of(d: Path) -> int:
-    cfg = json.loads((d / "config.json").read_text())
+    cfg = read_json(d / "config.json")
     v = cfg.get("vocab_size", cfg.get("text_config", {}).get("vocab_size"))
     if not isinstance(v, int):
         raise ByoError(f"checkpoint {d}: config.json has no vocab_size")
@@ -85,7 +86,7 @@ def _tokenizer_size(d: Path) -> int | None:
     f = d / "tokenizer.json"
     if not f.exists():
         return None
-    tj = json.loads(f.read_text())
+    tj = read_json(f)
     ids = set((tj.get("model") or {}).get("vocab", {}).values()) | {t["id"] for t in tj.get("added_tokens", [])}
     return len(ids)
 
@@ -112,7 +113,7 @@ def check(config: dict, needed: list[str]) -> None:
         return
     dirs = checkpoint_dirs(config)
     keys = {"teacher": "checkpoints.teacher", "student_base": "checkpoints.student_base", "stage1": "checkpoints.pre_opd",
-            **{f"opd-{k}": f"checkpoints.opd[{k - 1}]" for k in range(1, len(config["checkpoints"]["opd"]) + 1)}}
+            **{opd_name(k): f"checkpoints.opd[{k - 1}]" for k in range(1, len(config["checkpoints"]["opd"]) + 1)}}
     vocab, tok_size = {}, {}
     for name, d in dirs.items():
         p = Path(d)

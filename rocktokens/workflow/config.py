@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from rocktokens.distill.steps import opd_steps_bound
+from rocktokens.core.naming import opd_index, opd_name, opd_names
 
 
 class ConfigError(ValueError):
@@ -15,7 +16,7 @@ def expand_checkpoints(config: dict, names) -> list[str]:
     out: list[str] = []
     n = config["stage2"]["n_checkpoints"]
     for c in names:
-        names = [f"opd-{k}" for k in range(1, n + 1)] if c == "opd-*" else [c]
+        names = opd_names(n) if c == "opd-*" else [c]
         out.extend(x for x in names if x not in out)
     return out
 
@@ -38,7 +39,7 @@ def check_config(config: dict) -> None:
     n = config["stage2"]["n_checkpoints"]
     for key, names in (("evaluate.checkpoints", eval_checkpoints(config)), ("tokens.scorers", scorer_checkpoints(config))):
         for c in names:
-            if c.startswith("opd-") and int(c[4:]) > n:
+            if (opd_index(c) or 0) > n:
                 fail(key, f"{c} does not exist (stage2.n_checkpoints = {n})")
     scorers = scorer_checkpoints(config)
     if len(scorers) < 2:
@@ -46,7 +47,7 @@ def check_config(config: dict) -> None:
     if scorers[0] != "stage1":
         fail("tokens.scorers", f"the first scorer is the pre-OPD reference of Eq. 5 and must be 'stage1' (the "
                                f"stage-1 checkpoint OPD starts from), got {scorers[0]!r}")
-    if f"opd-{n}" not in scorers:
+    if opd_name(n) not in scorers:
         fail("tokens.scorers", f"must include the post-OPD checkpoint opd-{n} ('opd-*' does): the rock scores are "
                                "its losses (Eq. 4)")
     for b in config["evaluate"]["benchmarks"] + config["evaluate"]["hard_average"]:
@@ -106,7 +107,7 @@ def geometry_settings(config: Mapping) -> dict:
     against the token table's scorers. Raises :class:`GeometryConfigError`."""
     g = config["geometry"]
     C = int(config["stage2"]["n_checkpoints"])
-    opd = [f"opd-{k}" for k in range(1, C + 1)]
+    opd = opd_names(C)
     scorers = scorer_checkpoints(config)
     order = ["stage1", *opd]
     out = {"checkpoint": resolve_checkpoint(g["checkpoint"], opd, "checkpoint"),
