@@ -39,6 +39,10 @@ def pick(section, *keys):
     return {k: config[section][k] for k in keys if k in config[section]}
 
 
+# Scheduling only (outputs never depend on it): the chain pretraining → teacher samples → stage 1 → stage 2 → token
+# table → rock sets → knockout shards goes first whenever a job of it is ready, so that on few cores the many short
+# arm and evaluation jobs fill the lanes around it instead of delaying it (the knockout shards are the longest jobs).
+CRITICAL_PATH = 10
 SAMPLING = ("temperature", "top_p", "max_new_tokens")  # what a sampling section holds for generation
 
 

@@ -19,6 +19,7 @@ rule teacher_samples:
         generation=config["generation"],
         seed=config["seed"],
         part=lambda w: TS_PARTS.index(w.part),
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/teacher_samples/{{part}}.log",
     benchmark:
@@ -41,6 +42,7 @@ rule teacher_samples_merge:
         prompts=f"{R}/data/stage1_prompts.parquet",
     output:
         f"{R}/distill/teacher_samples.parquet",
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/teacher_samples_merge.log",
     conda:
@@ -62,6 +64,7 @@ rule stage1_kd:
         spec=json.dumps({"stage1": config["stage1"], "seed": config["seed"], "threads": config["threads"],
                          "dtype": config["training"].get("dtype", "float32")}),
         state=f"{R}/train_state/stage1",
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/stage1_kd.log",
     benchmark:
@@ -93,6 +96,7 @@ rule stage2_opd:
                          "generation": config["generation"], "dtype": config["training"].get("dtype", "float32")}),
         state=f"{R}/train_state/stage2",
         outputs=lambda w, output: " ".join(f"{c}={output[c]}" for c in OPD_CKPTS),
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/stage2_opd.log",
     benchmark:

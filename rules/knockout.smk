@@ -31,6 +31,7 @@ rule knockout_plan:
         shard_size=KO["shard_size"],
         window_min_share=KO["window_min_share"],
         policies=KO["policies"],
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/knockout/plan.log",
     benchmark:
@@ -57,6 +58,7 @@ rule knockout_shard:
         generation=config["generation"],
         seed=config["seed"],
         state=lambda w: f"{R}/knockout/state/{w.kbench}/{w.shard}",
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/knockout/{{kbench}}/shard-{{shard}}.log",
     benchmark:

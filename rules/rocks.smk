@@ -21,6 +21,7 @@ rule rock_scores:
         n_candidates=max(config["rocks"]["Ks"]),
         pre=SCORERS[0],
         post=POST_OPD,
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/rocks/scores.log",
     benchmark:
@@ -47,6 +48,7 @@ rule rock_stability:
         pre=SCORERS[0],
         post=POST_OPD,
         seed=config["seed"],
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/rocks/stability.log",
     benchmark:
@@ -68,6 +70,7 @@ rule rock_set:
     params:
         cfg=pick("rocks", "control_tol", "control_strict"),
         seed=config["seed"],
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/rocks/K{{k}}.log",
     benchmark:
@@ -99,6 +102,7 @@ rule rock_set_R:
     params:
         cfg=pick("rocks", "duckdb"),
         Ks=config["rocks"]["Ks"],
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/rocks/R.log",
     benchmark:

@@ -13,6 +13,7 @@ rule rollouts:
         cfg=pick("tokens", "benchmark", "n_problems", "samples_per_problem", *SAMPLING),
         generation=config["generation"],
         seed=config["seed"],
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/rollouts/{{ckpt}}.log",
     benchmark:
@@ -40,6 +41,7 @@ rule token_kl:
         cfg=pick("tokens", "chunk", "batch_size", "vocab_block", "compiled"),
         scorers=SCORERS,
         dtype=config["training"].get("dtype", "float32"),
+    priority: CRITICAL_PATH
     log:
         f"{R}/logs/token_kl.log",
     benchmark:

@@ -72,6 +72,7 @@ if WORLD:
                 {"model": config["models"][w.role], "seed": config["seed"], "role": w.role, "threads": config["threads"]}
             ),
             state=f"{R}/train_state/pretrain_{{role}}",
+        priority: CRITICAL_PATH
         log:
             f"{R}/logs/pretrain_{{role}}.log",
         benchmark:
