@@ -44,6 +44,9 @@ def pick(section, *keys):
 # arm and evaluation jobs fill the lanes around it instead of delaying it (the knockout shards are the longest jobs).
 CRITICAL_PATH = 10
 SAMPLING = ("temperature", "top_p", "max_new_tokens")  # what a sampling section holds for generation
+# What the scoring rules read of `tokens` (rocktokens.tokens.kl.scoring_options) and the aggregation rules of `rocks`.
+SCORING = pick("tokens", "chunk", "batch_size", "vocab_block", "compiled")
+AGGREGATION = pick("rocks", "loss", "duckdb")
 
 
 def model_dir(role):

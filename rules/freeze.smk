@@ -7,7 +7,7 @@ from rocktokens.freeze.arms import arm_freeze_settings, arm_inputs, check_freeze
 
 ARMS = check_freeze_config(config)  # name -> ArmSpec; fails at parse time naming the bad key
 FZ = config["freeze"]
-FROZEN_SET = frozen_set(FZ["K"], rules.rock_set_R.output, R)  # the rock set R, or freeze.K's own set
+FROZEN_SET = frozen_set(FZ["K"], rules.rock_set_R.output, rules.rock_set.output)  # R, or freeze.K's own set
 ARM_CKPTS = opd_names(FZ["n_checkpoints"])
 ARM_EVAL = {**pick("evaluate", *SAMPLING), "k": FZ["eval"]["k"]}  # what evaluate_arm reads
 
@@ -67,10 +67,8 @@ use rule evaluate as evaluate_arm with:
         bench=f"{R}/data/{{bench}}.parquet",
     output:
         f"{R}/arms/{{arm}}/eval/{{point}}/{{bench}}.parquet",
-    params:
+    params:  # named params merge with rule evaluate's (generation, seed): only what differs
         eval=ARM_EVAL,
-        generation=config["generation"],
-        seed=config["seed"],
         name=lambda w: f"{w.arm}/{w.point}",
     log:
         f"{R}/logs/arms/evaluate/{{arm}}/{{point}}/{{bench}}.log",
@@ -92,9 +90,6 @@ use rule evaluate_arm as evaluate_arm_start with:
     output:
         f"{R}/arms/stage1_eval/{{bench}}.parquet",
     params:
-        eval=ARM_EVAL,
-        generation=config["generation"],
-        seed=config["seed"],
         name="stage1",
     log:
         f"{R}/logs/arms/evaluate/stage1/{{bench}}.log",

@@ -56,8 +56,8 @@ rule gradient_geometry:
         summary=f"{R}/geometry/gradients.json",
     params:
         checkpoint=GEO["checkpoint"],
-        tokens=pick("tokens", "chunk", "batch_size", "vocab_block", "compiled"),
-        rocks=pick("rocks", "loss", "duckdb"),
+        tokens=SCORING,
+        rocks=AGGREGATION,
         temperature=config["stage2"]["temperature"],
         dtype=config["training"].get("dtype", "float32"),
     log:
@@ -85,7 +85,7 @@ rule persistence:
     params:
         early=GEO["early"],
         late=GEO["late"],
-        rocks=pick("rocks", "loss", "duckdb"),
+        rocks=AGGREGATION,
     log:
         f"{R}/logs/persistence.log",
     benchmark:
@@ -128,7 +128,7 @@ rule arm_kl:
         directory(f"{R}/geometry/arm_tokens"),
     params:
         arms=PROBE_ARMS,
-        tokens=pick("tokens", "chunk", "batch_size", "vocab_block", "compiled"),
+        tokens=SCORING,
         dtype=config["training"].get("dtype", "float32"),
     log:
         f"{R}/logs/arm_kl.log",
@@ -159,7 +159,7 @@ rule optimizer_probe:
         start=SCORERS[0],
         reference=GEO_CFG["probe"]["reference"],
         alpha=GEO_CFG["alpha"],
-        rocks=pick("rocks", "loss", "duckdb"),
+        rocks=AGGREGATION,
     log:
         f"{R}/logs/optimizer_probe.log",
     benchmark:

@@ -113,7 +113,7 @@ rule knockout_predictors:
         f"{R}/knockout/predictors.parquet",
     params:
         pre=SCORERS[0],
-        rocks=pick("rocks", "loss", "duckdb"),
+        rocks=AGGREGATION,
     log:
         f"{R}/logs/knockout/predictors.log",
     benchmark:

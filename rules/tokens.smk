@@ -38,7 +38,7 @@ rule token_kl:
     output:
         directory(f"{R}/tokens/kl"),
     params:
-        cfg=pick("tokens", "chunk", "batch_size", "vocab_block", "compiled"),
+        cfg=SCORING,
         scorers=SCORERS,
         dtype=config["training"].get("dtype", "float32"),
     priority: CRITICAL_PATH

@@ -101,14 +101,15 @@ def test_arm_inputs_and_params_are_narrow():
 
     outs = SimpleNamespace(stats="s", occurrences="o", windows="w", info="i")  # rule rock_scores
     R = SimpleNamespace(rocks="r", controls="rc", record="rj")  # rule rock_set_R
-    assert frozen_set("chosen", R, "res") == {"rocks": "r", "controls": "rc", "record": "rj"}
+    per_K = SimpleNamespace(rocks="res/rocks/K{k}.parquet", controls="res/rocks/K{k}_controls.parquet")  # rule rock_set
+    assert frozen_set("chosen", R, per_K) == {"rocks": "r", "controls": "rc", "record": "rj"}
     # a fixed K reads that K's set: a change of the chosen K (the stability settings) does not reach the arms
-    fixed = frozen_set(5, R, "res")
+    fixed = frozen_set(5, R, per_K)
     assert fixed == {"rocks": "res/rocks/K5.parquet", "controls": "res/rocks/K5_controls.parquet"}
     assert frozen_K(5, None) == 5 and frozen_K("chosen", {"K": 20}) == 20
     with pytest.raises(ValueError, match="R.json"):
         frozen_K("chosen", {})
-    rset = frozen_set("chosen", R, "res")
+    rset = frozen_set("chosen", R, per_K)
     specs = arm_specs({"base": {"lam": 1.0, "windows": "rock", "probe": True}, "tok": {"lam": 0.0, "windows": "tokens"},
                        "plain": {"lam": 1.0, "windows": "none"},
                        "probe": {"lam": 1.0, "windows": "none", "probe": True},

@@ -112,3 +112,12 @@ def test_tee_survives_a_closed_stream(broken):
     tee.flush()
     if broken == "console":
         assert log.getvalue() == "still here\n"
+
+
+def test_a_bad_tqdm_mininterval_is_one_clear_error(tmp_path, monkeypatch):
+    from rocktokens.core.io import setup_logging
+
+    monkeypatch.setenv("TQDM_MININTERVAL", "often")
+    with pytest.raises(ValueError, match="TQDM_MININTERVAL='often' is not a number"):
+        setup_logging(tmp_path / "x.log")
+    assert not (tmp_path / "x.log").exists()

@@ -175,8 +175,20 @@ def _occurrence_table(tmp_path, n_problems=16, seed=0):
     return write_token_table(tmp_path, pd.DataFrame(rows, columns=["problem_id", "position", "token_id", "rkl"]))
 
 
+def analyse(token_dir, cfg: dict, pre: str, post: str, seed: int) -> dict:
+    """The four rock rules in their DAG order (rock_scores → rock_stability → rock_set per K → rock_set_R)."""
+    from rocktokens.rocks.analysis import choose_rock_K, definitional_set, rock_set_with_controls, score_tokens
+
+    scored = score_tokens(token_dir, cfg, pre, post, max(cfg["Ks"]))
+    chosen = choose_rock_K(token_dir, scored["coverage"], cfg, pre, post, seed)
+    sets = {k: rock_set_with_controls(scored["stats"], k, cfg, seed) for k in cfg["Ks"]}
+    K = chosen["chosen"]["K"]
+    R = definitional_set(token_dir, scored["stats"], scored["occurrences"], *sets[K], chosen["chosen"],
+                         scored["info"], cfg)
+    return {**scored, "chosen": R["record"], "sets": {k: s[0] for k, s in sets.items()}}
+
+
 def test_rock_analysis_ranks_every_artifact_by_the_score_in_force(tmp_path):
-    from rocktokens.rocks.analysis import analyse
 
     tdir = _occurrence_table(tmp_path)
     cfg = {"loss": "rkl", "Ks": [2, 4], "control_tol": 0.5, "control_strict": False,

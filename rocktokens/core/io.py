@@ -245,10 +245,11 @@ def setup_logging(log_path=None, level=logging.INFO, progress_interval: float | 
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         if progress_interval is None:
+            raw = os.environ.get("TQDM_MININTERVAL", PROGRESS_INTERVAL_S)
             try:
-                progress_interval = float(os.environ.get("TQDM_MININTERVAL", PROGRESS_INTERVAL_S))
+                progress_interval = float(raw)
             except ValueError:
-                progress_interval = PROGRESS_INTERVAL_S
+                raise ValueError(f"TQDM_MININTERVAL={raw!r} is not a number of seconds") from None
         f = open(log_path, "a", encoding="utf-8", errors="backslashreplace")
         stream = sys.stderr = _TEE = _LogTee(sys.stderr, f, progress_interval)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",

@@ -187,13 +187,14 @@ def probe_settings(spec: ArmSpec, config: Mapping) -> dict:
     return {k: p[k] for k in ("every", "min_freq") if k in p} if spec.probe else {}
 
 
-def frozen_set(K, rock_set_R, results: str) -> dict:
+def frozen_set(K, rock_set_R, rock_set) -> dict:
     """The rock set the arms freeze, as files: ``freeze.K`` "chosen" = the study's rock set R as written
-    (``rock_set_R``: that rule's outputs ``rocks``, ``controls``, ``record``), an integer K = that K's set
-    (``rocks/K{K}.parquet``), which does not depend on which K the stability analysis chooses."""
+    (``rock_set_R``: that rule's outputs ``rocks``, ``controls``, ``record``), an integer K = that K's set (rule
+    ``rock_set``'s output patterns ``rocks``, ``controls`` with K for ``{k}``), which does not depend on which K the
+    stability analysis chooses."""
     if K == "chosen":
         return {"rocks": rock_set_R.rocks, "controls": rock_set_R.controls, "record": rock_set_R.record}
-    return {"rocks": f"{results}/rocks/K{int(K)}.parquet", "controls": f"{results}/rocks/K{int(K)}_controls.parquet"}
+    return {"rocks": str(rock_set.rocks).format(k=int(K)), "controls": str(rock_set.controls).format(k=int(K))}
 
 
 def frozen_K(K, record: Mapping | None) -> int:

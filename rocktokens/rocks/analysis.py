@@ -128,13 +128,14 @@ def choose_rock_K(token_dir, coverage: pd.DataFrame, cfg: Mapping, pre: str, pos
 
     ``cfg``: ``loss``, ``score``, ``Ks``, ``stability``, ``duckdb`` (and ``context`` when the score is R_ctx)."""
     loss, score, Ks, st = cfg["loss"], cfg["score"], cfg["Ks"], cfg["stability"]
-    occ = paired_losses(token_dir, pre, post, loss)
-    problems = sorted(occ["problem_id"].unique())
     with Aggregator.from_config(token_dir, cfg) as agg:
+        problems = agg.problems(post)
         if score == "R":
             def sub_stats(ids):
                 return agg.token_stats(post, loss, problems=list(ids), extras=False)
-        else:  # R_ctx of a sub-corpus: the whole detection re-run on it
+        else:  # R_ctx of a sub-corpus: the whole detection re-run on it, on the occurrences paired across scorers
+            occ = paired_losses(token_dir, pre, post, loss)
+
             def sub_stats(ids):
                 return rock_scores(agg, occ, post, loss, cfg["context"], problems=ids, n_candidates=max(Ks),
                                    extras=False)[0]
@@ -172,18 +173,3 @@ def definitional_set(token_dir, stats: pd.DataFrame, occurrences: pd.DataFrame, 
              "pass Eq. 14", K, record["median_density"], record["median_density_ctx"],
              record["context_filter"]["n_in_rock_vocab"], K)
     return {"rocks": rocks, "controls": controls, "density": density, "record": record}
-
-
-def analyse(token_dir, cfg: dict, pre: str, post: str, seed: int, exclude_ids=()) -> dict:
-    """The whole rock analysis in one call, as the four rules run it (rock_scores → rock_stability → rock_set per K
-    → rock_set_R): every artifact as DataFrames/dicts."""
-    scored = score_tokens(token_dir, cfg, pre, post, max(cfg["Ks"]))
-    chosen = choose_rock_K(token_dir, scored["coverage"], cfg, pre, post, seed)
-    sets, controls = {}, {}
-    for k in cfg["Ks"]:
-        sets[k], controls[k] = rock_set_with_controls(scored["stats"], k, cfg, seed, exclude_ids)
-    K = chosen["chosen"]["K"]
-    R = definitional_set(token_dir, scored["stats"], scored["occurrences"], sets[K], controls[K], chosen["chosen"],
-                         scored["info"], cfg)
-    return {**scored, "stability": chosen["stability"], "summary": chosen["summary"], "chosen": R["record"],
-            "sets": sets, "controls": controls, "density": R["density"]}

@@ -201,6 +201,11 @@ class Aggregator:
             raise ValueError(f"unknown benchmark {benchmark!r} for scorer {scorer!r}; "
                              f"available: {self.benchmarks(scorer)}")
 
+    def problems(self, scorer: str, benchmark: str | None = None) -> list[str]:
+        """The problem ids ``scorer`` has token rows for, sorted."""
+        self._check(scorer, None, benchmark)
+        return sorted(self._known_problems(scorer, benchmark))
+
     def _known_problems(self, scorer: str, benchmark: str | None) -> set[str]:
         key = (scorer, benchmark)
         if key not in self._problems:
