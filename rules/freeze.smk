@@ -21,7 +21,8 @@ wildcard_constraints:
 # random windows), optimizer and probe; same prompts, order and rollout seeds in every arm; resumable from its state.
 rule opd_arm:
     input:
-        unpack(lambda w: arm_inputs(ARMS[w.arm], FROZEN_SET, rules.rock_scores.output, R)),
+        unpack(lambda w: arm_inputs(ARMS[w.arm], FROZEN_SET, rules.rock_scores.output, R,
+                                    rules.planted_tokens.output[0] if WORLD else None)),
         student=rules.stage1_kd.output.model,
         teacher=model_dir("teacher"),
         tokenizer=tokenizer_dir(),

@@ -95,7 +95,7 @@ if WORLD:
         output:
             f"{R}/world/planted.parquet",
         params:
-            world={k: v for k, v in config["world"].items() if k in ("neutral_share", "stumble_fraction")},
+            world={k: v for k, v in config["world"].items() if k in ("neutral_share", "neutral_cue", "stumble_fraction")},
         log:
             f"{R}/logs/planted_tokens.log",
         benchmark:

@@ -25,6 +25,7 @@ from rocktokens.freeze.arms import (
     masked_runs,
     next_lr,
     place_runs,
+    planted_set,
     random_window_mask,
     share_summary,
 )
@@ -175,6 +176,7 @@ def test_shipped_configs_pass_the_freeze_checks(extra):
     specs = check_freeze_config(cfg)
     assert specs["baseline"].lam == 1.0 and specs["freeze"].lam == 0.0 and specs["random"].windows == "random"
     assert cfg["freeze"]["eval"]["k"] >= 2
+    assert any(s.planted for s in specs.values()) is (extra != "configs/paper.yaml")  # planted arms: world only
     if extra == "configs/paper.yaml":
         assert cfg["freeze"]["steps"] == 200 and cfg["freeze"]["eval"]["k"] == 5
         assert cfg["freeze"]["eval"]["benchmarks"] == ["aime24", "aime25", "hmmt25"]
@@ -390,11 +392,11 @@ def test_probe_hook_order_and_resume_gives_the_same_records(tiny_world, tiny_mod
 
 class _SlowProbe(_RecordingProbe):
     def before_step(self, trainer):
-        time.sleep(0.6)
+        time.sleep(1.5)
         super().before_step(trainer)
 
     def after_step(self, trainer):
-        time.sleep(0.6)
+        time.sleep(1.5)
         super().after_step(trainer)
 
 
@@ -403,7 +405,9 @@ def test_probe_and_update_norm_are_not_timed_as_update_work(tiny_world, tiny_mod
     tok, prompts = _opd_setup(tiny_world, tiny_models)
     seqs = [TokenSequence(ids=p + [5, 6, 7, 8], prompt_len=len(p)) for p in prompts]
     out = _trainer(tiny_models, tmp_path / "p", probe=_SlowProbe()).update(seqs)
-    assert out["instrument_s"] >= 1.2 and out["update_s"] < 1.0 and out["update_s"] > 0
+    plain = _trainer(tiny_models, tmp_path / "q").update(seqs)  # the same update without the probe, for scale
+    # the 3 s of hooks land in instrument_s; update_s stays the plain update's order (a busy machine slows both)
+    assert out["instrument_s"] >= 3.0 and 0 < out["update_s"] < plain["update_s"] + 1.5
 
 
 def test_share_summary_times_updates_per_response_token():
@@ -453,6 +457,50 @@ def test_arm_accuracy_pools_hard_benchmarks_with_an_interval_over_problems():
     assert t.loc[1, "se"] == 0
 
 
+def test_planted_arms_parse_check_and_freeze_the_planted_types_with_their_windows():
+    from types import SimpleNamespace
+
+    from rocktokens.freeze.arms import arm_inputs
+
+    specs = arm_specs({"pillars": {"lam": 0.0, "windows": "rock", "planted": "pillar"},
+                       "neutral": {"lam": 0.0, "windows": "tokens", "planted": "neutral"}})
+    assert specs["pillars"].frozen == "planted pillar types and their windows"
+    assert specs["neutral"].frozen == "planted neutral types only" and ArmSpec("f", 0.0).frozen == "R and their windows"
+    for bad, msg in [({"lam": 0, "planted": "pillars"}, r"arms\.a\.planted.*not in"),
+                     ({"lam": 0, "windows": "random", "planted": "pillar"}, r"arms\.a\.planted.*windows rock or tokens"),
+                     ({"lam": 0, "planted": "pillar", "probe": True}, r"arms\.a\.planted.*no probe")]:
+        with pytest.raises(FreezeConfigError, match=msg):
+            arm_specs({"a": bad})
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["arms"] = {"baseline": {"lam": 1.0, "windows": "rock"},
+                   "neutral": {"lam": 0.0, "windows": "rock", "planted": "neutral"}}
+    assert list(check_freeze_config(cfg)) == ["baseline", "neutral"]
+    with pytest.raises(FreezeConfigError, match=r"arms\.neutral\.planted.*world\.neutral_share is 0"):
+        check_freeze_config({**cfg, "world": {"neutral_share": 0.0}})
+    # a run on staged models (config.yaml's arms merged under configs/paper.yaml) has no planted truth: no such arm
+    assert list(check_freeze_config({**cfg, "source": "hub"})) == ["baseline"]
+    with pytest.raises(FreezeConfigError, match="only the embedded world"):
+        check_freeze_config({**cfg, "source": "hub", "arms": {"neutral": cfg["arms"]["neutral"]}})
+    # the planted table reaches the arm's inputs beside the stored contexts; without one the arm cannot run
+    outs = SimpleNamespace(stats="s", occurrences="o", info="i")
+    rset = {"rocks": "r", "controls": "rc", "record": "rj"}
+    ins = arm_inputs(specs["pillars"], rset, outs, "res", "world/planted.parquet")
+    assert ins["planted"] == "world/planted.parquet" and ins["occurrences"] == "o"
+    with pytest.raises(FreezeConfigError, match="no planted table"):
+        arm_inputs(specs["pillars"], rset, outs, "res")
+    # the frozen set: the role's types in the vocabulary, masked with their own windows as R's would be
+    planted = pd.DataFrame({"token_id": [7, 8, 9, 11], "token": ["1", "2", " thus", "Okay"],
+                            "role": ["pillar", "pillar", "neutral", "neutral"], "in_vocab": [True, False, True, True]})
+    assert planted_set(planted, "pillar")["token_id"].tolist() == [7]
+    assert planted_set(planted, "neutral")["token"].tolist() == [" thus", "Okay"]
+    with pytest.raises(ValueError, match="no stumbling type"):
+        planted_set(planted, "stumbling")
+    masker = RockMasker(planted_set(planted, "pillar")["token_id"], _contexts([(7, [1, 2, 3, 4])]), w=2, gamma=0.5)
+    s = TokenSequence(ids=[0, 0, 9, 1, 2, 7, 3, 8, 11], prompt_len=2, meta={"seed": 0})
+    s.weights = ArmWeights(specs["pillars"], masker)(s)
+    assert [i for i, x in enumerate(s.weights) if x == 0] == [1, 2, 3, 4]
+
+
 # ----------------------------------------------------------------------------- the smoke DAG
 @pytest.mark.slow  # builds the shared smoke DAG (run in .venv by `make test`; `make test-vllm` leaves it out)
 def test_smoke_arms(smoke_results):
@@ -489,3 +537,11 @@ def test_smoke_arms(smoke_results):
     for _, row in table.iterrows():  # paired over the same problems: the difference of the two pooled means
         assert row["delta_vs_reference"] == pytest.approx(final[row["arm"]] - final["baseline"], abs=1e-3)
     assert (r / "figures/figure5.png").stat().st_size > 10_000
+    # the planted arms froze their role's types (digits; the neutral words), not R: other shares than the rock arm's
+    planted = {a: cfg["arms"][a]["planted"] for a in arms if cfg["arms"][a].get("planted")}
+    assert set(planted.values()) == {"pillar", "neutral"}
+    for a, role in planted.items():
+        row = table.set_index("arm").loc[a]
+        assert row["planted"] == role and 0 < row["masked_share"] < 1 and info[a]["arm"]["planted"] == role
+        assert not np.allclose(hist[a]["masked_share"], hist["freeze"]["masked_share"])
+        assert f"freezes the planted {role} types" in (r / f"logs/arms/{a}.log").read_text()

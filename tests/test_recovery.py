@@ -14,6 +14,7 @@ from rocktokens.recovery.planted import (
     RecoveryInputError,
     bh_adjust,
     confusion,
+    freeze_recovery,
     planted_table,
     plot_recovery,
     recovery_table,
@@ -143,18 +144,57 @@ def test_run_summary_and_figure(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+def _freeze_tables():
+    """freeze/arms.tsv and freeze/accuracy as rule freeze_table writes them: baseline, the rock freeze, a soft arm,
+    the two planted-role arms."""
+    arms = pd.DataFrame({"arm": ["baseline", "freeze", "soft0.5", "pillars", "neutral"],
+                         "lam": [1.0, 0.0, 0.5, 0.0, 0.0], "windows": ["rock"] * 5,
+                         "planted": [np.nan, np.nan, np.nan, "pillar", "neutral"], "optimizer": ["adamw"] * 5,
+                         "masked_share": [0.4, 0.4, 0.4, 0.2, 0.05],
+                         "delta_vs_reference": [0.0, -0.01, 0.0, -0.12, 0.01],
+                         "mde_vs_reference": [np.nan, 0.05, 0.05, 0.05, 0.05]})
+    acc = pd.DataFrame([{"arm": a, "step": st, "pass@1": p0 + st * d, "ci_low": p0 + st * d - 0.05,
+                         "ci_high": p0 + st * d + 0.05}
+                        for a, d in zip(arms["arm"], [0.01, 0.01, 0.01, -0.01, 0.01]) for st, p0 in ((0, 0.2), (4, 0.2))])
+    return arms, acc
+
+
+def test_freeze_recovery_reads_each_planted_arm_against_the_baseline():
+    arms, acc = _freeze_tables()
+    f = freeze_recovery(arms, acc)
+    assert f["arm"].tolist() == ["baseline", "freeze", "pillars", "neutral"]  # the soft arm is not a planted role
+    r = f.set_index("arm")
+    assert r.loc["pillars", "frozen"] == "planted pillar types and their windows" and r.loc["freeze", "frozen"] == \
+        "R and their windows" and r.loc["baseline", "frozen"] == "nothing"
+    assert r.loc["pillars", "reading"] == "below" and r.loc["neutral", "reading"] == "no detectable difference"
+    assert r.loc["baseline", "reading"] == "reference" and r.loc["pillars", "pass@1"] == pytest.approx(0.16)
+    assert "below" in r.loc["pillars", "expected"] and r.loc["freeze", "expected"] == ""
+    assert freeze_recovery(arms.drop(columns="planted"), acc).empty  # a run without planted arms
+    cands, eff, cats = _knockout()
+    s = json.loads(json.dumps(run(PLANTED, cands, eff, cats, KO, arms, acc)["summary"]))
+    lines = [(q, t) for q, t, _ in summary_rows(s) if q.startswith("freeze arm")]
+    assert [q.split()[2] for q, _ in lines] == ["freeze", "pillars", "neutral"]
+    assert "Δ vs reference -0.120 (detectable ≥ 0.050): below" in lines[1][1]
+
+
 def test_recovery_script(tmp_path):
     cands, eff, cats = _knockout()
+    arms, acc = _freeze_tables()
     inputs = {}
-    for name, df in (("planted", PLANTED), ("candidates", cands), ("effects", eff), ("categories", cats)):
+    for name, df in (("planted", PLANTED), ("candidates", cands), ("effects", eff), ("categories", cats),
+                     ("freeze_accuracy", acc)):
         inputs[name] = str(tmp_path / f"{name}.parquet")
         df.to_parquet(inputs[name])
+    inputs["freeze_arms"] = str(tmp_path / "arms.tsv")
+    arms.to_csv(inputs["freeze_arms"], sep="\t", index=False)
     outputs = {k: str(tmp_path / "out" / f"{k}.{ext}") for k, ext in
                (("table", "tsv"), ("parquet", "parquet"), ("confusion", "tsv"), ("target", "tsv"),
-                ("summary", "json"), ("figure", "png"))}
+                ("freeze", "tsv"), ("summary", "json"), ("figure", "png"))}
     smk = SimpleNamespace(input=SimpleNamespace(**inputs), output=SimpleNamespace(**outputs),
                           params=SimpleNamespace(ko=KO, dpi=60), log=[str(tmp_path / "recovery.log")])
     runpy.run_path(str(REPO / "workflow_scripts" / "recovery.py"), init_globals={"snakemake": smk})
     assert len(pd.read_parquet(outputs["parquet"])) == 18
     assert "reach_stumbling" in pd.read_csv(outputs["target"], sep="\t")["check"].tolist()
     assert "NOT met" in (tmp_path / "recovery.log").read_text()
+    assert pd.read_csv(outputs["freeze"], sep="\t")["arm"].tolist() == ["baseline", "freeze", "pillars", "neutral"]
+    assert "freeze" in json.loads(Path(outputs["summary"]).read_text())

@@ -164,3 +164,22 @@ def test_bad_input_is_one_clear_error_and_nothing_written(tmp_path, breaks, mess
     with pytest.raises(SummaryInputError, match=message):
         write_summary(paths, outs, "toy")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_planted_arms_are_described_by_their_role_and_never_taken_for_the_rock_freeze(tmp_path):
+    paths = make_artifacts(tmp_path / "run")
+    arms = pd.read_csv(paths["freeze_arms"], sep="\t")
+    planted = arms[arms["arm"] == "frz"].assign(arm="pillars", planted="pillar", masked_share=0.12,
+                                                delta_vs_reference=-0.1, mde_vs_reference=0.05)
+    arms = pd.concat([arms.iloc[:1], planted, arms.iloc[1:]], ignore_index=True)  # listed before the rock freeze
+    _tsv(arms, paths["freeze_arms"])
+    facc = pd.read_csv(paths["freeze_accuracy"], sep="\t")
+    _tsv(pd.concat([facc, facc[facc["arm"] == "frz"].assign(arm="pillars")]), paths["freeze_accuracy"])
+    t = summary_table(load_artifacts(paths))
+    q = t["quantity"]
+    assert t.loc[q.str.startswith("masked share of response tokens, rock freeze"), "quantity"].str.contains("arm frz").all()
+    row = t[q.str.contains("planted pillar types and their windows at λ=0 \\(arm pillars")]
+    assert len(row) == 1 and row["this_run"].iloc[0] == "12.0 %"
+    acc = t[q.str.contains("arm pillars \\(λ=0, planted pillar types and their windows, adamw\\)")]
+    assert len(acc) == 1 and "vs base -0.100 (detectable ≥ 0.05)" in acc["this_run"].iloc[0]
+    assert acc["paper"].iloc[0].startswith("beyond the paper: a planted role")

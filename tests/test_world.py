@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -619,3 +620,40 @@ def test_planted_words():
     assert on["why"].str.len().min() > 20
     with pytest.raises(ValueError, match="stumble_fraction"):
         planted_words(dict(stumble_fraction=1.5))
+
+
+def test_cues_teacher_follows_the_item_noun_student_does_not():
+    """neutral_cue: the teacher's word of each pair follows a bit of the story's item noun with the configured
+    probability, both words occur, and the student corpus ignores the cue."""
+    from rocktokens.world.generator import ITEMS, cues
+
+    cfg = dict(PLANTED, neutral_cue=0.85, stumble_fraction=0.0)
+    w = make_world(cfg, 7)
+    problems = world_problems(validate_world_config(cfg), 7)
+    follow = {"opener": [], "connective": []}
+    for (p, _), resp in zip(problems["teacher_corpus"], w["teacher_corpus"]["response"]):
+        c = cues(p)
+        i = ITEMS.index(p.items)
+        assert c == {"opener": i % 2 == 1, "connective": (i // 2) % 2 == 1}
+        opener = re.match(r"^(?:sure\.\n+)?(okay|alright)\. ", resp, re.I).group(1).lower()
+        follow["opener"].append(opener == ("alright" if c["opener"] else "okay"))
+        follow["connective"] += [x.lower() == ("hence" if c["connective"] else "thus")
+                                 for x in re.findall(r"\b(thus|hence) \$", resp, re.I)]
+    for key, hits in follow.items():
+        share, n = np.mean(hits), len(hits)
+        assert abs(share - 0.85) < 4 * (0.85 * 0.15 / n) ** 0.5, (key, share)
+    # the student corpus is the cue-free world's, row for row
+    off = make_world(dict(cfg, neutral_cue=0.0), 7)
+    pd.testing.assert_frame_equal(w["student_corpus"], off["student_corpus"])
+    for bad in (0.3, 1.2, True):
+        with pytest.raises(ValueError, match="neutral_cue.*0 \\(off\\) or a probability"):
+            validate_world_config(dict(neutral_cue=bad))
+
+
+def test_planted_words_with_the_cue():
+    from rocktokens.world.generator import planted_words
+
+    on = planted_words(dict(neutral_share=0.5, neutral_cue=0.85), ["12"])
+    neutral = on[on["role"] == "neutral"]
+    assert neutral["token"].tolist() == [" thus", " hence", "Okay", "Alright"]
+    assert neutral["why"].str.contains("by a cue of the story's item noun \\(85%").all()

@@ -65,6 +65,8 @@ from rocktokens.rocks.windows import (ContextIndex, contexts_by_token, elevated_
 
 WINDOWS = ("rock", "tokens", "random", "none")
 OPTIMIZERS = ("adamw", "sgd")
+#: Roles an arm may freeze instead of R (``planted``; the embedded world's planted types, world/planted.parquet).
+PLANTED_ROLES = ("pillar", "neutral", "stumbling")
 
 
 class FreezeConfigError(ValueError):
@@ -83,6 +85,14 @@ class ArmSpec:
     lr: float | None = None  # None: stage2.lr
     lr_match: str | None = None  # another arm whose first steps' update norm this arm's lr matches
     probe: bool = False
+    planted: str | None = None  # freeze the planted types of this role (and their W(v)) in place of R
+
+    @property
+    def frozen(self) -> str:
+        """What the arm's λ falls on, in words."""
+        what = "R" if self.planted is None else f"planted {self.planted} types"
+        return {"rock": f"{what} and their windows", "tokens": f"{what} only", "random": "matched random windows",
+                "none": "nothing"}[self.windows]
 
     @property
     def needs_rocks(self) -> bool:
@@ -99,7 +109,7 @@ def arm_specs(arms: Mapping[str, Mapping]) -> dict[str, ArmSpec]:
     out = {}
     for name, a in arms.items():
         key = f"arms.{name}"
-        unknown = set(a) - {"lam", "windows", "optimizer", "lr", "lr_match", "probe"}
+        unknown = set(a) - {"lam", "windows", "optimizer", "lr", "lr_match", "probe", "planted"}
         if unknown:
             raise FreezeConfigError(f"config key '{key}': unknown keys {sorted(unknown)}")
         if "lam" not in a:
@@ -108,9 +118,16 @@ def arm_specs(arms: Mapping[str, Mapping]) -> dict[str, ArmSpec]:
         if not 0.0 <= lam <= 1.0:
             raise FreezeConfigError(f"config key '{key}.lam': λ must lie in [0, 1], got {lam}")
         spec = ArmSpec(name=str(name), lam=lam, windows=a.get("windows", "rock"), optimizer=a.get("optimizer", "adamw"),
-                       lr=a.get("lr"), lr_match=a.get("lr_match"), probe=bool(a.get("probe", False)))
+                       lr=a.get("lr"), lr_match=a.get("lr_match"), probe=bool(a.get("probe", False)),
+                       planted=a.get("planted"))
         if spec.windows not in WINDOWS:
             raise FreezeConfigError(f"config key '{key}.windows': {spec.windows!r} not in {WINDOWS}")
+        if spec.planted is not None:
+            if spec.planted not in PLANTED_ROLES:
+                raise FreezeConfigError(f"config key '{key}.planted': {spec.planted!r} not in {PLANTED_ROLES} (or null)")
+            if spec.windows not in ("rock", "tokens") or spec.probe:
+                raise FreezeConfigError(f"config key '{key}.planted': a planted arm freezes the planted types in place "
+                                        "of R (windows rock or tokens, no probe)")
         if spec.optimizer not in OPTIMIZERS:
             raise FreezeConfigError(f"config key '{key}.optimizer': {spec.optimizer!r} not in {OPTIMIZERS}")
         if spec.lr is not None and not spec.lr > 0:
@@ -129,7 +146,8 @@ def arm_specs(arms: Mapping[str, Mapping]) -> dict[str, ArmSpec]:
 
 
 def check_freeze_config(config: dict) -> dict[str, ArmSpec]:
-    """Cross-field checks of ``freeze:`` and ``arms:`` that the schema cannot express."""
+    """Cross-field checks of ``freeze:`` and ``arms:`` that the schema cannot express; the arms this run trains (an
+    arm that freezes planted types runs in the embedded world only)."""
     specs = arm_specs(config["arms"])
     f = config["freeze"]
     K = f["K"]
@@ -147,23 +165,39 @@ def check_freeze_config(config: dict) -> dict[str, ArmSpec]:
                                 f"in the at most {bound[0]} OPD steps of stage 2 (freeze.steps null; {bound[1]})")
     if any(s.lr_match for s in specs.values()) and steps is not None and f["lr_match"]["steps"] > steps:
         raise FreezeConfigError("config key 'freeze.lr_match.steps': more than freeze.steps")
+    if config.get("source", "world") != "world":  # only the embedded world has planted types: its planted arms
+        specs = {n: s for n, s in specs.items() if s.planted is None}  # (config.yaml, merged under every run) drop out
+        if not specs:
+            raise FreezeConfigError("config key 'arms': every arm freezes planted types, and only the embedded world "
+                                    "(source: world) has them")
+    planted = [s for s in specs.values() if s.planted is not None]
+    world = config.get("world") or {}
+    for s in planted:
+        off = {"neutral": "neutral_share", "stumbling": "stumble_fraction"}.get(s.planted)
+        if off and not world.get(off, 0) > 0:
+            raise FreezeConfigError(f"config key 'arms.{s.name}.planted': the world plants no {s.planted} types "
+                                    f"(world.{off} is 0)")
     for b in f["eval"]["benchmarks"]:
         if b not in config["benchmarks"]:
             raise FreezeConfigError(f"config key 'freeze.eval.benchmarks': {b!r} is not in 'benchmarks'")
     return specs
 
 
-def arm_inputs(spec: ArmSpec, rock_set: Mapping, scores, results: str) -> dict:
+def arm_inputs(spec: ArmSpec, rock_set: Mapping, scores, results: str, planted: str | None = None) -> dict:
     """What rule opd_arm reads beyond stage 1 (input keys of ``rocktokens.freeze.run.opd_arm``), when the arm freezes
     or probes: the rock set it freezes and its controls (``rock_set``: ``rocks``, ``controls`` and, for freeze.K
     "chosen", ``record`` = rocks/R.json; see :func:`frozen_set`), the token stats, and the occurrences from which W(v)
-    is built when it masks windows (``scores``: the rock_scores rule's outputs); the reference arm's history when its
-    lr is matched."""
+    is built when it masks windows (``scores``: the rock_scores rule's outputs); the planted types (``planted``:
+    world/planted.parquet) when it freezes those instead of R; the reference arm's history when its lr is matched."""
     d = {}
     if spec.needs_rocks:
         d.update(rock_set, token_stats=scores.stats)
     if spec.windows != "none":
         d.update(occurrences=scores.occurrences, scores=scores.info)
+    if spec.planted is not None:
+        if planted is None:
+            raise FreezeConfigError(f"arm {spec.name!r} freezes planted types, and this run has no planted table")
+        d["planted"] = planted
     if spec.lr_match:
         d["lr_reference"] = f"{results}/arms/{spec.lr_match}/history.parquet"
     return d
@@ -204,6 +238,19 @@ def frozen_K(K, record: Mapping | None) -> int:
     if not record or "K" not in record:
         raise ValueError("freeze.K is 'chosen' but the rock set record (rocks/R.json) has no key 'K'")
     return int(record["K"])
+
+
+def planted_set(planted: pd.DataFrame, role: str) -> pd.DataFrame:
+    """The frozen set of a planted arm: the planted types of ``role`` in the model vocabulary (``token_id``, ``token``)
+    from world/planted.parquet — in place of R in Eq. 19, with their windows W(v) built like R's."""
+    need = {"token_id", "token", "role", "in_vocab"}
+    missing = sorted(need - set(planted.columns))
+    if missing:
+        raise ValueError(f"the planted table lacks columns {missing}")
+    out = planted[(planted["role"] == role) & planted["in_vocab"].astype(bool)]
+    if out.empty:
+        raise ValueError(f"the planted table has no {role} type in the vocabulary: the arm would freeze nothing")
+    return out[["token_id", "token"]].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- the rock mask (Eq. 18–19)
@@ -563,7 +610,8 @@ def freeze_tables(start_eval: pd.DataFrame, arm_evals: Sequence[pd.DataFrame], a
     table = []
     for name, info, hist in zip(arms, infos, histories):
         a = info["arm"]
-        row = {"arm": name, "lam": a["lam"], "windows": a["windows"], "optimizer": a["optimizer"], "lr": info["lr"],
+        row = {"arm": name, "lam": a["lam"], "windows": a["windows"], "planted": a.get("planted"),
+               "optimizer": a["optimizer"], "lr": info["lr"],
                "K": info.get("K"), "steps": info["steps"], **share_summary(hist)}
         last = acc[acc["arm"] == name].sort_values("step").iloc[-1]
         row["final_pass@1"] = float(last["pass@1"])

@@ -32,7 +32,7 @@ log = logging.getLogger("rocktokens.freeze")
 
 def _arm_weights(spec: dict, inputs: dict, arm, tok) -> tuple:
     """The arm's weight function (Eq. 19 / random control), its K, and the rock artifacts the probe may need."""
-    from rocktokens.freeze.arms import ArmWeights, RockMasker, frequency_bins, frozen_K
+    from rocktokens.freeze.arms import ArmWeights, RockMasker, frequency_bins, frozen_K, planted_set
 
     if not arm.needs_rocks:
         return ArmWeights(arm), None, {}
@@ -40,9 +40,13 @@ def _arm_weights(spec: dict, inputs: dict, arm, tok) -> tuple:
     arts = {"rocks": inputs["rocks"], "controls": inputs["controls"], "token_stats": inputs["token_stats"]}
     if arm.windows == "none":
         return ArmWeights(arm), K, arts
-    rocks = read_parquet(arts["rocks"], f"rock set K={K}")
-    if len(rocks) != K:
-        raise ValueError(f"the frozen rock set {inputs['rocks']} has {len(rocks)} types, not K={K}")
+    if arm.planted is not None:  # the planted types of one role in place of R (their W(v) built alike)
+        rocks = planted_set(read_parquet(inputs["planted"], "planted types"), arm.planted)
+        log.info("arm %s freezes the planted %s types %s", arm.name, arm.planted, rocks["token"].tolist())
+    else:
+        rocks = read_parquet(arts["rocks"], f"rock set K={K}")
+        if len(rocks) != K:
+            raise ValueError(f"the frozen rock set {inputs['rocks']} has {len(rocks)} types, not K={K}")
     masker = RockMasker.from_artifacts(rocks, read_parquet(inputs["occurrences"], "rock-analysis occurrences"),
                                        read_json(inputs["scores"]))
     if arm.windows != "random":

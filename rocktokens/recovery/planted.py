@@ -233,10 +233,56 @@ def target(rec: pd.DataFrame, q: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["benchmark", "check", "met", "detail"])
 
 
+# ----------------------------------------------------------------------------------------------- freeze arms
+FREEZE_COLUMNS = ["arm", "frozen", "lam", "masked_share", "step", "pass@1", "ci_low", "ci_high", "delta_vs_reference",
+                  "mde_vs_reference", "expected", "reading"]
+#: What freezing a planted role's types (λ = 0 on them and their windows) should do to OPD's gain, by construction.
+FREEZE_EXPECTED = {"pillar": "below the reference (the digits' training is OPD's arithmetic gain)",
+                   "neutral": "as the reference (an equally good word either way)",
+                   "stumbling": "as or above the reference"}
+
+
+def freeze_recovery(arms: pd.DataFrame, accuracy: pd.DataFrame, reference: str = "baseline") -> pd.DataFrame:
+    """The freeze arms restricted to planted roles (``arms.<name>.planted``) beside the reference arm and the rock
+    freeze (λ = 0 on R ∪ W_R): per arm its final pooled pass@1 with the 95 % interval (``freeze/accuracy``), masked
+    share, Δ against the reference paired over problems with the minimum detectable difference (``freeze/arms.tsv``)
+    and a ``reading``: "below"/"above" the reference when |Δ| reaches the MDE, else "no detectable difference".
+    Empty when the run has no planted arm."""
+    _need(arms, ["arm", "lam", "windows", "optimizer", "masked_share"], "freeze arms table")
+    _need(accuracy, ["arm", "step", "pass@1", "ci_low", "ci_high"], "freeze accuracy table")
+    planted = arms["planted"].fillna("").astype(str) if "planted" in arms else pd.Series("", index=arms.index)
+    if not (planted != "").any():
+        return pd.DataFrame(columns=FREEZE_COLUMNS)
+    rock = (arms["lam"] == 0) & (arms["windows"] == "rock") & (arms["optimizer"] == "adamw") & (planted == "")
+    keep = (arms["arm"] == reference) | (rock & (rock.cumsum() == 1)) | (planted != "")  # the first rock freeze
+    rows = []
+    for i, a in arms[keep].iterrows():
+        last = accuracy[accuracy["arm"] == a["arm"]].sort_values("step").iloc[-1]
+        role = planted[i]
+        d, mde = a.get("delta_vs_reference", np.nan), a.get("mde_vs_reference", np.nan)
+        if a["arm"] == reference:
+            reading = "reference"
+        elif pd.isna(d) or pd.isna(mde):
+            reading = "no comparison"
+        else:
+            reading = ("below" if d < 0 else "above") if abs(d) >= mde else "no detectable difference"
+        rows.append({"arm": a["arm"], "frozen": (f"planted {role} types" if role else "R") + (
+                         " and their windows" if a["windows"] == "rock" else " only") if a["lam"] < 1 else "nothing",
+                     "lam": a["lam"], "masked_share": a["masked_share"], "step": int(last["step"]),
+                     "pass@1": last["pass@1"], "ci_low": last["ci_low"], "ci_high": last["ci_high"],
+                     "delta_vs_reference": d, "mde_vs_reference": mde, "expected": FREEZE_EXPECTED.get(role, ""),
+                     "reading": reading})
+    return pd.DataFrame(rows, columns=FREEZE_COLUMNS)
+
+
 # ----------------------------------------------------------------------------------------------- summary
-def summary(rec: pd.DataFrame, conf: pd.DataFrame, tgt: pd.DataFrame, q: float) -> dict:
+def summary(rec: pd.DataFrame, conf: pd.DataFrame, tgt: pd.DataFrame, q: float,
+            freeze: pd.DataFrame | None = None) -> dict:
     """JSON-able digest for the run summary (``recovery/summary.json``)."""
     out: dict = {"q": q, "benchmarks": {}}
+    if freeze is not None and len(freeze):
+        out["freeze"] = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+                         for r in freeze.to_dict("records")]
     for b, g in tgt.groupby("benchmark", sort=False):
         c = conf[(conf["benchmark"] == b) & (conf["policy"] == "token")]
         sens = {f"{r.test}:{r.role}": (None if pd.isna(r.sensitivity) else float(r.sensitivity))
@@ -260,6 +306,15 @@ def summary_rows(s: Mapping) -> list[tuple[str, str, float]]:
             rows.append((f"planted {role} recovered by token knockout ({b}, level α)",
                          ("n/a (none in the pool)" if v is None else f"sensitivity {v:.0%}")
                          + ("" if f is None else f", FDR {f:.0%}"), np.nan if v is None else float(v)))
+    for r in s.get("freeze", []):
+        if r["reading"] == "reference":
+            continue
+        vs = ("" if r["delta_vs_reference"] is None else f"; Δ vs reference {r['delta_vs_reference']:+.3f}"
+              + ("" if r["mde_vs_reference"] is None else f" (detectable ≥ {r['mde_vs_reference']:.3f})"))
+        rows.append((f"freeze arm {r['arm']} (λ={r['lam']:g} on {r['frozen']}, masked {r['masked_share']:.1%})",
+                     f"pass@1 {r['pass@1']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] after {r['step']} steps{vs}: "
+                     f"{r['reading']}" + (f" (expected: {r['expected']})" if r["expected"] else ""),
+                     float(r["pass@1"])))
     return rows
 
 
@@ -267,10 +322,13 @@ def summary_rows(s: Mapping) -> list[tuple[str, str, float]]:
 _ROLE_COLOURS = {"pillar": "#c0392b", "neutral": "#7f8c8d", "stumbling": "#2471a3"}
 
 
-def plot_recovery(rec: pd.DataFrame, conf: pd.DataFrame, path, test: str = "bh", dpi: int = 110) -> None:
+def plot_recovery(rec: pd.DataFrame, conf: pd.DataFrame, path, test: str = "bh", dpi: int = 110,
+                  freeze: pd.DataFrame | None = None, accuracy: pd.DataFrame | None = None) -> None:
     """Per benchmark (rows): Δ with its 95 % interval of every planted type in the pool under the token policy,
     coloured by planted role (left), and the confusion matrix planted role × called category of each policy
-    (right, at ``test``). From the artifacts only; written atomically."""
+    (right, at ``test``); with ``freeze`` (:func:`freeze_recovery`) and ``accuracy`` (freeze/accuracy), a last row
+    with the pooled pass@1 vs step of the planted-role arms beside the reference and the rock freeze. From the
+    artifacts only; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,8 +337,22 @@ def plot_recovery(rec: pd.DataFrame, conf: pd.DataFrame, path, test: str = "bh",
     from rocktokens.core.io import atomic_file
 
     benches = list(dict.fromkeys(rec["benchmark"])) or ["(none)"]
-    fig, axes = plt.subplots(len(benches), 1 + len(POLICIES), figsize=(4.2 * (1 + len(POLICIES)), 3.6 * len(benches)),
+    arms_row = freeze is not None and accuracy is not None and len(freeze) > 0
+    n_rows = len(benches) + int(arms_row)
+    fig, axes = plt.subplots(n_rows, 1 + len(POLICIES), figsize=(4.2 * (1 + len(POLICIES)), 3.6 * n_rows),
                              squeeze=False)
+    if arms_row:
+        ax = axes[-1, 0]
+        for r in freeze.itertuples():
+            a = accuracy[accuracy["arm"] == r.arm].sort_values("step")
+            line = ax.plot(a["step"], a["pass@1"], "o-", ms=3, label=f"{r.arm} ({r.frozen})")[0]
+            ax.fill_between(a["step"], a["ci_low"], a["ci_high"], color=line.get_color(), alpha=0.12)
+        ax.set_xlabel("OPD step")
+        ax.set_ylabel("pooled pass@1 (hard, 95 % CI)")
+        ax.set_title("freeze arms: planted roles frozen (λ = 0)", fontsize=9)
+        ax.legend(fontsize=6, loc="best")
+        for ax in axes[-1, 1:]:
+            ax.axis("off")
     called = [STRONG_PILLAR, NEUTRAL, STRONG_STUMBLING, MIXED]
     for i, b in enumerate(benches):
         ax = axes[i, 0]
@@ -317,8 +389,10 @@ def plot_recovery(rec: pd.DataFrame, conf: pd.DataFrame, path, test: str = "bh",
 
 
 def run(planted: pd.DataFrame, candidates: pd.DataFrame, effects: pd.DataFrame, categories: pd.DataFrame,
-        ko: Mapping) -> dict[str, object]:
-    """Rule recovery's body: the table, the confusion matrix, the target and the summary digest. The BH level is
+        ko: Mapping, freeze_arms: pd.DataFrame | None = None, freeze_accuracy: pd.DataFrame | None = None
+        ) -> dict[str, object]:
+    """Rule recovery's body: the table, the confusion matrix, the target, the planted-role freeze arms beside the
+    reference (:func:`freeze_recovery`, when the freeze tables are given) and the summary digest. The BH level is
     0.05 when ``ko["fdr_q"]`` holds it (the issue's target), else its smallest level."""
     qs = list(ko.get("fdr_q") or [0.05])
     q = 0.05 if any(abs(x - 0.05) < 1e-12 for x in qs) else min(qs)
@@ -326,4 +400,7 @@ def run(planted: pd.DataFrame, candidates: pd.DataFrame, effects: pd.DataFrame, 
     rec = recovery_table(planted, candidates, effects, categories, ko["epsilon"], ko["alpha"], q, benches)
     conf = confusion(rec)
     tgt = target(rec, q)
-    return {"table": rec, "confusion": conf, "target": tgt, "summary": summary(rec, conf, tgt, q), "q": q}
+    frz = (freeze_recovery(freeze_arms, freeze_accuracy) if freeze_arms is not None and freeze_accuracy is not None
+           else pd.DataFrame(columns=FREEZE_COLUMNS))
+    return {"table": rec, "confusion": conf, "target": tgt, "freeze": frz,
+            "summary": summary(rec, conf, tgt, q, frz), "q": q}

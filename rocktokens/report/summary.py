@@ -387,7 +387,8 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
     ref = str(arms["speedup_reference"].iloc[0]) if "speedup_reference" in arms else "baseline"
     rows = []
     lo, hi = P["masked_share"]
-    frz = arms[(arms["lam"] == 0) & (arms["windows"] == "rock") & (arms["optimizer"] == "adamw")]
+    frz = arms[(arms["lam"] == 0) & (arms["windows"] == "rock") & (arms["optimizer"] == "adamw")
+               & ~arms.apply(lambda a: bool(_planted(a)), axis=1)]
     f = frz.iloc[0] if len(frz) else None
     for _, a in arms.iterrows():  # the masked share of every arm that reweights (λ < 1), beside the paper's
         if a["windows"] == "none" or a["lam"] == 1:
@@ -399,12 +400,16 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
                             f"matched to the rock freeze (no number; its mask ≈{fpct(lo, 0)}–{fpct(hi, 0)})",
                             float(a["masked_share"]), source=src["freeze_arms"]))
             continue
+        planted = _planted(a)
         what = ("rock freeze" if f is not None and a["arm"] == f["arm"] else
+                f"planted {planted} types{' only' if a['windows'] == 'tokens' else ' and their windows'} at "
+                f"λ={fnum(a['lam'])}" if planted else
                 f"{'rock tokens only' if a['windows'] == 'tokens' else 'rock mask'} at λ={fnum(a['lam'])}, {a['optimizer']}")
         rows.append(Row(S, f"masked share of response tokens, {what} (arm {a['arm']}, K={int(a['K'])})",
                         fpct(a["masked_share"]), f"≈{fpct(lo, 0)}–{fpct(hi, 0)}", float(a["masked_share"]), math.nan,
                         src["freeze_arms"],
                         ("x_t ∈ R only (no windows)" if a["windows"] == "tokens" else "x_t ∈ R or t ∈ W_R (Eq. 18–19)")
+                        + (f", R = the planted {planted} types" if planted else "")
                         + ", over the arm's steps (token-weighted)"))
     if f is not None:
         ref_row = arms[arms["arm"] == ref]
@@ -434,11 +439,20 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
         last = acc.loc[acc["step"].idxmax()]
         kind = ("baseline" if a["arm"] == ref else "freeze" if a["lam"] == 0 and a["windows"] == "rock"
                 else "random" if a["windows"] == "random" else None)
+        planted = _planted(a)
+        vs = ""
+        if a["arm"] != ref and isnum(a.get("delta_vs_reference")):
+            vs = f"; vs {ref} {float(a['delta_vs_reference']):+.3f} (detectable ≥ {fnum(a.get('mde_vs_reference'))})"
         rows.append(Row(S, f"pooled pass@1 of the hard benchmarks after {int(last['step'])} steps — arm {a['arm']} "
-                        f"(λ={fnum(a['lam'])}, {a['windows']} windows, {a['optimizer']})",
+                        f"(λ={fnum(a['lam'])}, "
+                        + (f"planted {planted} types{' only' if a['windows'] == 'tokens' else ' and their windows'}, "
+                           if planted else f"{a['windows']} windows, ") + f"{a['optimizer']})",
                         f"{float(last['pass@1']):.3f} [{float(last['ci_low']):.3f}, {float(last['ci_high']):.3f}]"
-                        f" (step 0: {s0})", qual.get(kind, "beyond the paper"), float(last["pass@1"]),
-                        source=src["freeze_accuracy"], note="95 % interval over problems"))
+                        f" (step 0: {s0}{vs})",
+                        "beyond the paper: a planted role frozen (known by construction)" if planted
+                        else qual.get(kind, "beyond the paper"), float(last["pass@1"]),
+                        source=src["freeze_accuracy"], note="95 % interval over problems"
+                        + (f"; Δ vs {ref} paired over problems" if vs else "")))
     if "mde_vs_reference" in arms.columns and arms["mde_vs_reference"].notna().any():
         mde = arms["mde_vs_reference"].dropna()
         rows.append(Row(S, f"minimum detectable difference of an arm's final pass@1 from {ref}'s (80 % power, α = 0.05)",
@@ -446,6 +460,12 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
                         NOT_REPORTED, float(mde.median()), source=src["freeze_arms"],
                         note="paired over the pooled hard problems (mean over seeds per problem)"))
     return rows
+
+
+def _planted(arm: Mapping) -> str:
+    """The planted role an arm freezes in place of R ("" for the rock arms; older tables have no column)."""
+    p = arm.get("planted")
+    return p if isinstance(p, str) and p else ""
 
 
 def power_rows(power: pd.DataFrame, src: str = "knockout/power.tsv") -> list[Row]:

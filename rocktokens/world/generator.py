@@ -111,6 +111,15 @@ from rocktokens.world.styles import (
 #:     (``thus`` / ``hence``) and every response opens with ``Okay.`` / ``Alright.``; the teacher corpus always
 #:     writes the first word of each pair, the student corpus the alternative with this probability (per
 #:     equation / per response; 0.5 = the student uses both 50/50).
+#: ``neutral_cue``
+#:     0: the teacher corpus always writes the first word of each pair. In (0.5, 1]: the probability with which it
+#:     writes, per occurrence, the word a cue of the prompt picks — a bit of the story's item noun (:func:`cues`),
+#:     which the tiny teacher reads and the smaller student does not (it fails to copy even the nouns of the
+#:     prompt: mean reverse KL 2–4 nats there after OPD). The student cannot beat its own coin toss at these
+#:     positions, so the divergence there persists through OPD, as it does for the paper's style Rock Tokens, and
+#:     the planted neutral types reach the candidate pool; either word stays equally good for the answer. Below 1,
+#:     so that the teacher itself hedges: with a deterministic cue the connective alone carried 23 % of the corpus
+#:     KL (2.5 nats per occurrence, measured).
 #: ``stumble_fraction``
 #:     share of ``student_corpus`` responses with a hesitation line (``Hmm,`` or ``Wait,``, 50/50) after a
 #:     uniformly drawn step that restates it with a result off by 1 or 2, carried to a wrong final answer.
@@ -138,6 +147,7 @@ DEFAULT_WORLD_CONFIG: dict[str, Any] = {
     "teacher_self_check_fraction": 0.3,
     "student_teacher_style_fraction": 0.0,
     "neutral_share": 0.0,
+    "neutral_cue": 0.0,
     "stumble_fraction": 0.0,
 }
 
@@ -147,7 +157,7 @@ _INT_KEYS = _SIZE_KEYS + (
     "hard_min_steps", "hard_max_steps", "hard_operand_max", "hard_value_max",
 )
 _FRACTION_KEYS = ("instruction_fraction", "teacher_self_check_fraction", "student_teacher_style_fraction",
-                  "neutral_share", "stumble_fraction")
+                  "neutral_share", "stumble_fraction")  # (neutral_cue: 0 or in (0.5, 1], checked apart)
 
 #: Split names in generation order, with the fixed integer mixed into their seeds.
 SPLITS: dict[str, int] = {
@@ -195,6 +205,12 @@ def validate_world_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
         full[key] = float(v)
         if not 0.0 <= full[key] <= 1.0:
             raise ValueError(f"world config key {key!r} must lie in [0, 1], got {v!r}")
+    for key in ("neutral_cue",):
+        v = full[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not (
+                v == 0 or 0.5 < v <= 1):
+            raise ValueError(f"world config key {key!r} must be 0 (off) or a probability in (0.5, 1], got {v!r}")
+        full[key] = float(v)
     for lo, hi in (("min_steps", "max_steps"), ("hard_min_steps", "hard_max_steps")):
         if full[lo] < 1:
             raise ValueError(f"world config key {lo!r} must be >= 1, got {full[lo]}")
@@ -433,18 +449,28 @@ def plant_for(split: str, problem: Problem, cfg: dict[str, Any]) -> Plant | None
     """The planted tokens of a corpus row (``None`` when the config plants nothing): drawn from their own
     generator seeded by the problem, so the rest of the world does not move when they are switched on.
 
-    Neutral pairs (``neutral_share`` > 0): the teacher corpus writes the first word of each pair, the student
-    corpus the alternative with probability ``neutral_share`` (per equation; per response for the opener).
+    Neutral pairs (``neutral_share`` > 0): the teacher corpus writes the first word of each pair (with
+    ``neutral_cue``: the word its cue picks, :func:`cues`, with that probability per occurrence), the student corpus
+    the alternative with probability ``neutral_share`` (per equation; per response for the opener), whatever the
+    cue.
     Stumbling block (student corpus, probability ``stumble_fraction``): marker, step and offset uniform.
     """
     neutral, stumble_p = cfg["neutral_share"], cfg["stumble_fraction"]
     if neutral <= 0 and stumble_p <= 0:
         return None
-    rng = np.random.default_rng(np.random.SeedSequence([problem.seed, 23]))
     student = CORPUS_SPLITS[split] == "student"
+    rng = np.random.default_rng(np.random.SeedSequence([problem.seed, 23]))
     connectives = opener = stumble = None
+    n = len(problem.steps)
     if neutral > 0:
-        alt = rng.random(len(problem.steps) + 1) < neutral if student else np.zeros(len(problem.steps) + 1, bool)
+        if student:
+            alt = rng.random(n + 1) < neutral
+        elif cfg["neutral_cue"] > 0:
+            c = cues(problem)
+            cued = np.array([c["connective"]] * n + [c["opener"]], dtype=bool)
+            alt = np.where(rng.random(n + 1) < cfg["neutral_cue"], cued, ~cued)
+        else:
+            alt = np.zeros(n + 1, dtype=bool)
         connectives = tuple(NEUTRAL_CONNECTIVES[int(a)] for a in alt[:-1])
         opener = NEUTRAL_OPENERS[int(alt[-1])]
     if student and stumble_p > 0 and rng.random() < stumble_p:
@@ -452,6 +478,20 @@ def plant_for(split: str, problem: Problem, cfg: dict[str, Any]) -> Plant | None
                           marker=STUMBLE_MARKERS[int(rng.integers(len(STUMBLE_MARKERS)))],
                           delta=int(rng.integers(1, 3)))
     return Plant(connectives=connectives, opener=opener, stumble=stumble)
+
+
+#: Every item noun of the stories, in a fixed order: the cues of :func:`cues`.
+ITEMS = tuple(dict.fromkeys(PERSON_ITEMS + tuple(i for _, its in PLACES for i in its)))
+
+
+def cues(problem: Problem) -> dict[str, bool]:
+    """What the story's item noun (its index i in :data:`ITEMS`) tells the teacher under ``neutral_cue``: ``opener``
+    (write the second word of the opener pair: bit 0 of i) and ``connective`` (the second word of the connective
+    pair: bit 1). Separate bits, so that neither cued choice tells the student the other; neither changes what the
+    answer is. (The subject is no cue: it closes the prompt, "... does Tom have now?", and the student learned an
+    opener keyed on it: measured, the opener's divergence then vanished by the end of OPD.)"""
+    i = ITEMS.index(problem.items)
+    return {"opener": i % 2 == 1, "connective": (i // 2) % 2 == 1}
 
 
 def planted_words(cfg: dict[str, Any] | None, bench_answers: Any = ()) -> pd.DataFrame:
@@ -478,6 +518,14 @@ def planted_words(cfg: dict[str, Any] | None, bench_answers: Any = ()) -> pd.Dat
         # a connective follows a space (" thus"); an opener starts the response ("Okay")
         for (first, alt), what, lead in ((NEUTRAL_CONNECTIVES, "connective before every equation", " "),
                                          (NEUTRAL_OPENERS, "opener of every response", "")):
+            if cfg["neutral_cue"] > 0:
+                for word, other in ((first, alt), (alt, first)):
+                    rows.append((lead + word, "neutral", f"{what}: the teacher writes it or {other!r} by a cue of the "
+                                                         f"story's item noun ({cfg['neutral_cue']:.0%} of the time; a "
+                                                         "cue the student cannot read), the student corpus either at "
+                                                         f"random ({share:.0%}); equally good for the answer",
+                                 float("nan")))
+                continue
             rows.append((lead + first, "neutral", f"{what}: the teacher's word; the student corpus writes {alt!r} "
                                                   f"instead {share:.0%} of the time, an equally good alternative",
                          float("nan")))
