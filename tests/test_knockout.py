@@ -534,7 +534,8 @@ def test_smoke_dag_knockout_artifacts(smoke_results):
     K = json.loads((smoke_results / "rocks" / "R.json").read_text())["K"]
     k = len(cands)
     assert set(rock_set(stats, min(K, k))["token_id"]) <= set(cands["token_id"])  # one R for freeze and knockout
-    assert cands["token_id"].tolist() == stats.sort_values(["R", "token_id"], ascending=[False, True])["token_id"].head(k).tolist()
+    by = "rock_score"  # the score in force (rocks.score), as the rock sets rank
+    assert cands["token_id"].tolist() == stats.sort_values([by, "token_id"], ascending=[False, True])["token_id"].head(k).tolist()
     files = sorted((ko / "shards").glob("*/*.parquet"))
     assert len(files) == 2 * (1 + KO.n_shards(10, 15)) == 6  # per benchmark: the baseline + 2 shards (30 slots / 15)
     ind = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
