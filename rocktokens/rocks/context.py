@@ -67,8 +67,8 @@ Defaults and why
   loss distribution down: an absolute τ fixed on the pre-OPD scale would empty the post-OPD side, while a
   per-stage quantile keeps "high" meaning "in the upper tail at that stage" (the paper only says the
   thresholds "identify tokens that remain in the high-loss region at both stages"). The upper quintile is
-  our choice (per-token KL is heavy-tailed; most positions are near 0). ``tau_mode="absolute"`` takes τ's as
-  given.
+  the function's default (per-token KL is heavy-tailed; most positions are near 0); the embedded workflow
+  config takes the upper quartile (0.75, config.yaml says why). ``tau_mode="absolute"`` takes τ's as given.
 * **w = 2** (window of 2 tokens each side, 4 compared ids): the smallest radius that sees more than an adjacent
   bigram; larger w makes exact matches rarer (every extra offset must also agree) and costs 2^{2w}.
 * **γ = 0.5**: with w = 2 that is m = 2 of the 4 neighbouring ids agreeing (e.g. the same two tokens before,
