@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from rocktokens.core.stats import CATEGORIES, MIXED, NEUTRAL, STRONG_PILLAR, STRONG_STUMBLING, classify
+from rocktokens.freeze.arms import ArmSpec
 
 log = logging.getLogger("rocktokens.recovery.planted")
 
@@ -266,8 +267,8 @@ def freeze_recovery(arms: pd.DataFrame, accuracy: pd.DataFrame, reference: str =
             reading = "no comparison"
         else:
             reading = ("below" if d < 0 else "above") if abs(d) >= mde else "no detectable difference"
-        rows.append({"arm": a["arm"], "frozen": (f"planted {role} types" if role else "R") + (
-                         " and their windows" if a["windows"] == "rock" else " only") if a["lam"] < 1 else "nothing",
+        frozen = ArmSpec(a["arm"], float(a["lam"]), a["windows"], planted=role or None).frozen
+        rows.append({"arm": a["arm"], "frozen": frozen if a["lam"] < 1 else "nothing",
                      "lam": a["lam"], "masked_share": a["masked_share"], "step": int(last["step"]),
                      "pass@1": last["pass@1"], "ci_low": last["ci_low"], "ci_high": last["ci_high"],
                      "delta_vs_reference": d, "mde_vs_reference": mde, "expected": FREEZE_EXPECTED.get(role, ""),

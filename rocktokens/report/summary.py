@@ -402,8 +402,7 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
             continue
         planted = _planted(a)
         what = ("rock freeze" if f is not None and a["arm"] == f["arm"] else
-                f"planted {planted} types{' only' if a['windows'] == 'tokens' else ' and their windows'} at "
-                f"λ={fnum(a['lam'])}" if planted else
+                f"{_frozen(a)} at λ={fnum(a['lam'])}" if planted else
                 f"{'rock tokens only' if a['windows'] == 'tokens' else 'rock mask'} at λ={fnum(a['lam'])}, {a['optimizer']}")
         rows.append(Row(S, f"masked share of response tokens, {what} (arm {a['arm']}, K={int(a['K'])})",
                         fpct(a["masked_share"]), f"≈{fpct(lo, 0)}–{fpct(hi, 0)}", float(a["masked_share"]), math.nan,
@@ -445,8 +444,7 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
             vs = f"; vs {ref} {float(a['delta_vs_reference']):+.3f} (detectable ≥ {fnum(a.get('mde_vs_reference'))})"
         rows.append(Row(S, f"pooled pass@1 of the hard benchmarks after {int(last['step'])} steps — arm {a['arm']} "
                         f"(λ={fnum(a['lam'])}, "
-                        + (f"planted {planted} types{' only' if a['windows'] == 'tokens' else ' and their windows'}, "
-                           if planted else f"{a['windows']} windows, ") + f"{a['optimizer']})",
+                        + (f"{_frozen(a)}, " if planted else f"{a['windows']} windows, ") + f"{a['optimizer']})",
                         f"{float(last['pass@1']):.3f} [{float(last['ci_low']):.3f}, {float(last['ci_high']):.3f}]"
                         f" (step 0: {s0}{vs})",
                         "beyond the paper: a planted role frozen (known by construction)" if planted
@@ -466,6 +464,13 @@ def _planted(arm: Mapping) -> str:
     """The planted role an arm freezes in place of R ("" for the rock arms; older tables have no column)."""
     p = arm.get("planted")
     return p if isinstance(p, str) and p else ""
+
+
+def _frozen(arm: Mapping) -> str:
+    """What a row of freeze/arms.tsv freezes, in words (``rocktokens.freeze.arms.ArmSpec.frozen``)."""
+    from rocktokens.freeze.arms import ArmSpec
+
+    return ArmSpec(str(arm["arm"]), float(arm["lam"]), str(arm["windows"]), planted=_planted(arm) or None).frozen
 
 
 def power_rows(power: pd.DataFrame, src: str = "knockout/power.tsv") -> list[Row]:
