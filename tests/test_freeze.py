@@ -26,6 +26,7 @@ from rocktokens.freeze.arms import (
     next_lr,
     place_runs,
     planted_set,
+    rock_freeze_arm,
     random_window_mask,
     share_summary,
 )
@@ -466,6 +467,14 @@ def test_planted_arms_parse_check_and_freeze_the_planted_types_with_their_window
                        "neutral": {"lam": 0.0, "windows": "tokens", "planted": "neutral"}})
     assert specs["pillars"].frozen == "planted pillar types and their windows"
     assert specs["neutral"].frozen == "planted neutral types only" and ArmSpec("f", 0.0).frozen == "R and their windows"
+    assert ArmSpec("b", 1.0).frozen == "nothing"
+    # rows of freeze/arms.tsv read back as specs; the rock freeze is the first λ = 0 R-window AdamW arm, never a planted one
+    table = pd.DataFrame({"arm": ["baseline", "pillars", "freeze", "freeze2"], "lam": [1.0, 0.0, 0.0, 0.0],
+                          "windows": ["rock"] * 4, "planted": [np.nan, "pillar", np.nan, np.nan],
+                          "optimizer": ["adamw"] * 4})
+    assert ArmSpec.from_row(table.iloc[1]).planted == "pillar" and ArmSpec.from_row(table.iloc[0]).planted is None
+    assert rock_freeze_arm(table) == "freeze" and rock_freeze_arm(table.iloc[:2]) is None
+    assert rock_freeze_arm(table.drop(columns="planted").iloc[1:]) == "pillars"  # a table from before the column
     for bad, msg in [({"lam": 0, "planted": "pillars"}, r"arms\.a\.planted.*not in"),
                      ({"lam": 0, "windows": "random", "planted": "pillar"}, r"arms\.a\.planted.*windows rock or tokens"),
                      ({"lam": 0, "planted": "pillar", "probe": True}, r"arms\.a\.planted.*no probe")]:

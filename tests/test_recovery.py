@@ -12,7 +12,6 @@ import pytest
 
 from rocktokens.recovery.planted import (
     RecoveryInputError,
-    bh_adjust,
     confusion,
     freeze_recovery,
     planted_table,
@@ -22,7 +21,6 @@ from rocktokens.recovery.planted import (
     summary_rows,
     target,
 )
-from rocktokens.core.stats import benjamini_hochberg
 
 REPO = Path(__file__).resolve().parents[1]
 KO = {"benchmarks": ["math", "ifeval"], "epsilon": 0.01, "alpha": 0.05, "fdr_q": [0.05, 0.10]}
@@ -40,17 +38,6 @@ def test_planted_table_maps_tokens_to_ids():
         planted_table(words, pd.concat([id_map, id_map.assign(compact_id=9)]))
     with pytest.raises(RecoveryInputError, match="unknown planted role"):
         planted_table(words.assign(role="pillar_ish"), id_map)
-
-
-def test_bh_adjust_rejects_as_benjamini_hochberg():
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        p = np.concatenate([rng.uniform(0, 0.02, rng.integers(0, 5)), rng.uniform(0, 1, rng.integers(1, 20))])
-        q = bh_adjust(p)
-        assert np.all((q >= p - 1e-12) & (q <= 1))
-        for level in (0.05, 0.1, 0.2):
-            assert np.array_equal(q <= level, benjamini_hochberg(p, level))
-    assert np.isnan(bh_adjust([np.nan, 0.01])[0]) and bh_adjust([np.nan, 0.01])[1] == pytest.approx(0.01)
 
 
 # A hand-made knockout: planted types A (pillar, hit), B (pillar, missed: Δ ≈ 0), C (stumbling, hit), D (neutral,

@@ -128,6 +128,21 @@ def test_bh_against_the_step_up_definition():
         S.benjamini_hochberg([0.1, np.nan], 0.05)
 
 
+def test_bh_adjusted_is_the_step_up_minimum_and_skips_tests_not_run():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = np.concatenate([rng.uniform(0, 0.02, rng.integers(0, 5)), rng.uniform(0, 1, rng.integers(1, 20))])
+        n, order = len(p), np.argsort(p, kind="stable")
+        ps = p[order]
+        ref = np.empty(n)  # adjusted p of the i-th smallest: min over j >= i of n p_(j) / j, capped at 1
+        ref[order] = np.minimum(1.0, np.minimum.accumulate((n * ps / np.arange(1, n + 1))[::-1])[::-1])
+        assert np.allclose(S.bh_adjusted(p), ref)
+    adj = S.bh_adjusted([np.nan, 0.01, 0.04])  # the NaN is no test: a family of two
+    assert np.isnan(adj[0]) and adj[1:] == pytest.approx([0.02, 0.04])
+    with pytest.raises(ValueError, match="p-values"):
+        S.bh_adjusted([0.1, 1.5])
+
+
 def test_bonferroni_and_bh_nesting():
     rng = np.random.default_rng(3)
     for _ in range(100):

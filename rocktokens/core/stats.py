@@ -196,18 +196,26 @@ def bonferroni(p, alpha: float = 0.05) -> np.ndarray:
     return p <= alpha / max(len(p), 1)
 
 
-def benjamini_hochberg(p, q: float) -> np.ndarray:
-    """Benjamini–Hochberg (step-up) at FDR level q: reject the k smallest p for the largest k with p_(k) ≤ kq/n.
-
-    Computed as ``scipy.stats.false_discovery_control(p, method="bh") <= q``: the BH-adjusted p of the i-th smallest
-    p-value is min over j ≥ i of n·p_(j)/j (capped at 1), which is ≤ q exactly when some j ≥ i passes p_(j) ≤ jq/n.
-    Returns a boolean array in the order of ``p`` (empty for no p-values)."""
+def bh_adjusted(p) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (``scipy.stats.false_discovery_control``, method ``bh``): the adjusted p
+    of the i-th smallest p-value is min over j ≥ i of n·p_(j)/j (capped at 1), so H_i is rejected at FDR level q iff
+    its adjusted p ≤ q. NaN (a test not run) stays NaN and does not count in the family; otherwise p must lie in
+    [0, 1]."""
     from scipy.stats import false_discovery_control
 
-    p = _pvalues(p)
-    if len(p) == 0:
-        return np.zeros(0, dtype=bool)
-    return np.asarray(false_discovery_control(p, method="bh") <= q, dtype=bool)
+    p = np.asarray(p, dtype=float).ravel()
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = false_discovery_control(_pvalues(p[ok]), method="bh")
+    return out
+
+
+def benjamini_hochberg(p, q: float) -> np.ndarray:
+    """Benjamini–Hochberg (step-up) at FDR level q: reject the k smallest p for the largest k with p_(k) ≤ kq/n —
+    exactly the p whose adjusted value (:func:`bh_adjusted`) is ≤ q. Returns a boolean array in the order of ``p``
+    (empty for no p-values)."""
+    return bh_adjusted(_pvalues(p)) <= q
 
 
 def multiple_testing(effects: pd.DataFrame, alpha: float = 0.05, qs: Sequence[float] = (0.05, 0.10, 0.20)) -> pd.DataFrame:

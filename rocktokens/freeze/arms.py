@@ -89,10 +89,20 @@ class ArmSpec:
 
     @property
     def frozen(self) -> str:
-        """What the arm's λ falls on, in words."""
+        """What the arm's λ < 1 falls on, in words ("nothing" at λ = 1)."""
+        if self.lam == 1:
+            return "nothing"
         what = "R" if self.planted is None else f"planted {self.planted} types"
         return {"rock": f"{what} and their windows", "tokens": f"{what} only", "random": "matched random windows",
                 "none": "nothing"}[self.windows]
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> "ArmSpec":
+        """The settings of one row of ``freeze/arms.tsv`` (:func:`freeze_tables`; a table written before the
+        ``planted`` column reads as no planted role)."""
+        p = row.get("planted")
+        return cls(str(row["arm"]), float(row["lam"]), str(row["windows"]), str(row.get("optimizer", "adamw")),
+                   planted=p if isinstance(p, str) and p else None)
 
     @property
     def needs_rocks(self) -> bool:
@@ -100,6 +110,16 @@ class ArmSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def rock_freeze_arm(arms: pd.DataFrame) -> str | None:
+    """The paper's rock freeze among the rows of ``freeze/arms.tsv``: the first arm with λ = 0 on R ∪ W_R (not on a
+    planted role) and AdamW; None if there is none."""
+    for _, row in arms.iterrows():
+        a = ArmSpec.from_row(row)
+        if a.lam == 0 and a.windows == "rock" and a.optimizer == "adamw" and a.planted is None:
+            return a.name
+    return None
 
 
 def arm_specs(arms: Mapping[str, Mapping]) -> dict[str, ArmSpec]:

@@ -30,8 +30,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from rocktokens.core.stats import CATEGORIES, MIXED, NEUTRAL, STRONG_PILLAR, STRONG_STUMBLING, classify
-from rocktokens.freeze.arms import ArmSpec
+from rocktokens.core.stats import CATEGORIES, MIXED, NEUTRAL, STRONG_PILLAR, STRONG_STUMBLING, bh_adjusted, classify
+from rocktokens.freeze.arms import ArmSpec, rock_freeze_arm
 
 log = logging.getLogger("rocktokens.recovery.planted")
 
@@ -92,21 +92,6 @@ def planted_table(words: pd.DataFrame, id_map: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"token_id": "int64", "qwen3_id": "int64", "in_vocab": "bool"})
 
 
-# ----------------------------------------------------------------------------------------------- BH
-def bh_adjust(p) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (``scipy.stats.false_discovery_control``, method ``bh``): H_i is
-    rejected at FDR level q iff its adjusted p ≤ q — the same rejections as
-    :func:`rocktokens.core.stats.benjamini_hochberg`. NaN stays NaN (and does not count in the family)."""
-    from scipy.stats import false_discovery_control
-
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        out[ok] = false_discovery_control(p[ok], method="bh")
-    return out
-
-
 # ----------------------------------------------------------------------------------------------- table
 def recovery_table(planted: pd.DataFrame, candidates: pd.DataFrame, effects: pd.DataFrame,
                    categories: pd.DataFrame, eps: float, alpha: float, q: float,
@@ -128,7 +113,7 @@ def recovery_table(planted: pd.DataFrame, candidates: pd.DataFrame, effects: pd.
     eff = effects[effects["benchmark"].isin(benchmarks)].copy()
     eff["q_bh"] = np.nan
     for _, idx in eff.groupby(["benchmark", "policy"], sort=False).groups.items():
-        eff.loc[idx, "q_bh"] = bh_adjust(eff.loc[idx, "p"].to_numpy())
+        eff.loc[idx, "q_bh"] = bh_adjusted(eff.loc[idx, "p"].to_numpy())
     pool = candidates.set_index("token_id")
     rows = []
     for b in benchmarks:
@@ -251,15 +236,16 @@ def freeze_recovery(arms: pd.DataFrame, accuracy: pd.DataFrame, reference: str =
     Empty when the run has no planted arm."""
     _need(arms, ["arm", "lam", "windows", "optimizer", "masked_share"], "freeze arms table")
     _need(accuracy, ["arm", "step", "pass@1", "ci_low", "ci_high"], "freeze accuracy table")
-    planted = arms["planted"].fillna("").astype(str) if "planted" in arms else pd.Series("", index=arms.index)
-    if not (planted != "").any():
+    specs = [ArmSpec.from_row(a) for _, a in arms.iterrows()]
+    if not any(s.planted for s in specs):
         return pd.DataFrame(columns=FREEZE_COLUMNS)
-    rock = (arms["lam"] == 0) & (arms["windows"] == "rock") & (arms["optimizer"] == "adamw") & (planted == "")
-    keep = (arms["arm"] == reference) | (rock & (rock.cumsum() == 1)) | (planted != "")  # the first rock freeze
+    shown = {reference, rock_freeze_arm(arms)} | {s.name for s in specs if s.planted}
     rows = []
-    for i, a in arms[keep].iterrows():
+    for spec, (_, a) in zip(specs, arms.iterrows()):
+        if spec.name not in shown:
+            continue
         last = accuracy[accuracy["arm"] == a["arm"]].sort_values("step").iloc[-1]
-        role = planted[i]
+        role = spec.planted or ""
         d, mde = a.get("delta_vs_reference", np.nan), a.get("mde_vs_reference", np.nan)
         if a["arm"] == reference:
             reading = "reference"
@@ -267,8 +253,7 @@ def freeze_recovery(arms: pd.DataFrame, accuracy: pd.DataFrame, reference: str =
             reading = "no comparison"
         else:
             reading = ("below" if d < 0 else "above") if abs(d) >= mde else "no detectable difference"
-        frozen = ArmSpec(a["arm"], float(a["lam"]), a["windows"], planted=role or None).frozen
-        rows.append({"arm": a["arm"], "frozen": frozen if a["lam"] < 1 else "nothing",
+        rows.append({"arm": a["arm"], "frozen": spec.frozen,
                      "lam": a["lam"], "masked_share": a["masked_share"], "step": int(last["step"]),
                      "pass@1": last["pass@1"], "ci_low": last["ci_low"], "ci_high": last["ci_high"],
                      "delta_vs_reference": d, "mde_vs_reference": mde, "expected": FREEZE_EXPECTED.get(role, ""),

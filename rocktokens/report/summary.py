@@ -29,6 +29,7 @@ from rocktokens.core.formatting import NA, fnum, fp, fpct, isnum
 from rocktokens.core.io import read_json
 from rocktokens.geometry.gradients import GROUP_LABELS, GROUPS
 from rocktokens.core.naming import opd_sorted
+from rocktokens.freeze.arms import ArmSpec, rock_freeze_arm
 
 COLUMNS = ["section", "quantity", "this_run", "paper", "value", "paper_value", "source", "note"]
 SECTIONS = ["Rock Tokens (§2, App. E)", "Gradient geometry (§2.6, Fig. 3)", "Knockout (§3, App. D, Tables 1–2)",
@@ -387,9 +388,8 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
     ref = str(arms["speedup_reference"].iloc[0]) if "speedup_reference" in arms else "baseline"
     rows = []
     lo, hi = P["masked_share"]
-    frz = arms[(arms["lam"] == 0) & (arms["windows"] == "rock") & (arms["optimizer"] == "adamw")
-               & ~arms.apply(lambda a: bool(_planted(a)), axis=1)]
-    f = frz.iloc[0] if len(frz) else None
+    name = rock_freeze_arm(arms)
+    f = arms[arms["arm"] == name].iloc[0] if name is not None else None
     for _, a in arms.iterrows():  # the masked share of every arm that reweights (λ < 1), beside the paper's
         if a["windows"] == "none" or a["lam"] == 1:
             continue
@@ -400,9 +400,10 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
                             f"matched to the rock freeze (no number; its mask ≈{fpct(lo, 0)}–{fpct(hi, 0)})",
                             float(a["masked_share"]), source=src["freeze_arms"]))
             continue
-        planted = _planted(a)
+        spec = ArmSpec.from_row(a)
+        planted = spec.planted
         what = ("rock freeze" if f is not None and a["arm"] == f["arm"] else
-                f"{_frozen(a)} at λ={fnum(a['lam'])}" if planted else
+                f"{spec.frozen} at λ={fnum(a['lam'])}" if planted else
                 f"{'rock tokens only' if a['windows'] == 'tokens' else 'rock mask'} at λ={fnum(a['lam'])}, {a['optimizer']}")
         rows.append(Row(S, f"masked share of response tokens, {what} (arm {a['arm']}, K={int(a['K'])})",
                         fpct(a["masked_share"]), f"≈{fpct(lo, 0)}–{fpct(hi, 0)}", float(a["masked_share"]), math.nan,
@@ -438,13 +439,14 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
         last = acc.loc[acc["step"].idxmax()]
         kind = ("baseline" if a["arm"] == ref else "freeze" if a["lam"] == 0 and a["windows"] == "rock"
                 else "random" if a["windows"] == "random" else None)
-        planted = _planted(a)
+        spec = ArmSpec.from_row(a)
+        planted = spec.planted
         vs = ""
         if a["arm"] != ref and isnum(a.get("delta_vs_reference")):
             vs = f"; vs {ref} {float(a['delta_vs_reference']):+.3f} (detectable ≥ {fnum(a.get('mde_vs_reference'))})"
         rows.append(Row(S, f"pooled pass@1 of the hard benchmarks after {int(last['step'])} steps — arm {a['arm']} "
                         f"(λ={fnum(a['lam'])}, "
-                        + (f"{_frozen(a)}, " if planted else f"{a['windows']} windows, ") + f"{a['optimizer']})",
+                        + (f"{spec.frozen}, " if planted else f"{a['windows']} windows, ") + f"{a['optimizer']})",
                         f"{float(last['pass@1']):.3f} [{float(last['ci_low']):.3f}, {float(last['ci_high']):.3f}]"
                         f" (step 0: {s0}{vs})",
                         "beyond the paper: a planted role frozen (known by construction)" if planted
@@ -458,19 +460,6 @@ def freeze_rows(arms: pd.DataFrame, accuracy: pd.DataFrame, srcs: Mapping[str, s
                         NOT_REPORTED, float(mde.median()), source=src["freeze_arms"],
                         note="paired over the pooled hard problems (mean over seeds per problem)"))
     return rows
-
-
-def _planted(arm: Mapping) -> str:
-    """The planted role an arm freezes in place of R ("" for the rock arms; older tables have no column)."""
-    p = arm.get("planted")
-    return p if isinstance(p, str) and p else ""
-
-
-def _frozen(arm: Mapping) -> str:
-    """What a row of freeze/arms.tsv freezes, in words (``rocktokens.freeze.arms.ArmSpec.frozen``)."""
-    from rocktokens.freeze.arms import ArmSpec
-
-    return ArmSpec(str(arm["arm"]), float(arm["lam"]), str(arm["windows"]), planted=_planted(arm) or None).frozen
 
 
 def power_rows(power: pd.DataFrame, src: str = "knockout/power.tsv") -> list[Row]:

@@ -205,12 +205,10 @@ def validate_world_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
         full[key] = float(v)
         if not 0.0 <= full[key] <= 1.0:
             raise ValueError(f"world config key {key!r} must lie in [0, 1], got {v!r}")
-    for key in ("neutral_cue",):
-        v = full[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not (
-                v == 0 or 0.5 < v <= 1):
-            raise ValueError(f"world config key {key!r} must be 0 (off) or a probability in (0.5, 1], got {v!r}")
-        full[key] = float(v)
+    v = full["neutral_cue"]
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not (v == 0 or 0.5 < v <= 1):
+        raise ValueError(f"world config key 'neutral_cue' must be 0 (off) or a probability in (0.5, 1], got {v!r}")
+    full["neutral_cue"] = float(v)
     for lo, hi in (("min_steps", "max_steps"), ("hard_min_steps", "hard_max_steps")):
         if full[lo] < 1:
             raise ValueError(f"world config key {lo!r} must be >= 1, got {full[lo]}")
